@@ -1,0 +1,33 @@
+# Set-up is part of every target: a fresh clone needs nothing but `make test` or `make run`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: test run install data bench
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's package holds the real Fashion-MNIST (60k + 10k images); needs root or sudo.
+$(DATA):
+	if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
+	$$S apt-get update -qq && $$S apt-get install -y -qq dataset-fashion-mnist
+
+data: $(DATA)
+
+test: install data
+	$(BIN)/python -m pytest -n 2 -q
+
+run: install data
+	$(BIN)/resnas space search_spaces/resnet_family.yaml --budget 4GFLOPs
+
+bench: install
+	$(BIN)/python benchmarks/count_vs_fvcore.py
+	$(BIN)/python benchmarks/train_step_vs_torchvision.py

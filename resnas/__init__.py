@@ -1,0 +1,42 @@
+"""resnas: architecture search over the ResNet family under a FLOP budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resnas import zoo
+from resnas._arch import Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
+from resnas._blocks import Cost
+from resnas._build import Network, build, count
+
+__all__ = [
+    "Arch",
+    "Block",
+    "Cost",
+    "Network",
+    "Order",
+    "SearchSpace",
+    "Shortcut",
+    "StageSpec",
+    "Stem",
+    "Survival",
+    "build",
+    "count",
+    "parse_budget",
+    "zoo",
+]
+
+# Loaded on first use so that `import resnas` stays light (no optuna, ray or fvcore).
+_LAZY = {
+    "SearchSpace": ("resnas._space", "SearchSpace"),
+    "parse_budget": ("resnas._budget", "parse_budget"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'resnas' has no attribute {name!r}")

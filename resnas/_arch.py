@@ -1,0 +1,302 @@
+"""The architecture spec: one immutable, validated description of a ResNet-family network."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+class Stem(str, enum.Enum):
+    """Input stem: ImageNet (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or CIFAR (3x3/1 conv)."""
+
+    IMAGENET = "imagenet"
+    CIFAR = "cifar"
+
+
+class Block(str, enum.Enum):
+    """Residual unit: basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1, expansion 4)."""
+
+    BASIC = "basic"
+    BOTTLENECK = "bottleneck"
+
+
+class Shortcut(str, enum.Enum):
+    """How a block's input reaches its output: added, gated (Highway) or concatenated (DenseNet)."""
+
+    IDENTITY = "identity"
+    GATED = "gated"
+    DENSE = "dense"
+
+
+class Order(str, enum.Enum):
+    """post: conv-BN-ReLU, ReLU after the merge (He 2015); pre: BN-ReLU-conv (He 2016)."""
+
+    POST = "post"
+    PRE = "pre"
+
+
+class Survival(str, enum.Enum):
+    """Stochastic-depth survival schedule over all blocks of the net (Huang et al. 2016)."""
+
+    NONE = "none"
+    UNIFORM = "uniform"
+    LINEAR = "linear"
+
+
+BOTTLENECK_EXPANSION = 4
+MAX_STAGES = 8
+# The stem and the dense transitions' average pools must leave at least a 1x1 map at this input size.
+MIN_RESOLUTION = 32
+
+
+def _enum(cls: type[enum.Enum], name: str, value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"{name}: {value!r} is not one of {allowed}") from None
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: {value} must be >= {minimum}")
+    return value
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: `depth` blocks (or dense layers), the first with `stride`; `width` = planes (residual only)."""
+
+    depth: int
+    stride: int = 1
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        _int("depth", self.depth, 1)
+        if self.stride not in (1, 2) or isinstance(self.stride, bool):
+            raise ValueError(f"stride: {self.stride!r} must be 1 or 2")
+        if self.width is not None:
+            _int("width", self.width, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"depth": self.depth, "stride": self.stride, "width": self.width}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A ResNet-family network: stem, stages, and how every block is built.
+
+    Residual nets (identity or gated shortcut) use per-stage `width` (torchvision's `planes`),
+    `cardinality`, `base_width` and `width_multiplier`. Dense nets use `growth_rate`,
+    `bottleneck_size` (the 1x1 conv makes bottleneck_size * growth_rate channels) and `compression`
+    (transitions between stages keep floor(compression * C) channels); stage widths must be None.
+    """
+
+    stages: tuple[StageSpec, ...]
+    block: Block = Block.BOTTLENECK
+    shortcut: Shortcut = Shortcut.IDENTITY
+    order: Order = Order.POST
+    stem: Stem = Stem.IMAGENET
+    stem_width: int = 64
+    cardinality: int = 1
+    base_width: int = 64
+    width_multiplier: float = 1.0
+    dropout: float = 0.0
+    growth_rate: int | None = None
+    bottleneck_size: int | None = None
+    compression: float | None = None
+    survival: Survival = Survival.NONE
+    survival_prob: float = 1.0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "block", _enum(Block, "block", self.block))
+        set_(self, "shortcut", _enum(Shortcut, "shortcut", self.shortcut))
+        set_(self, "order", _enum(Order, "order", self.order))
+        set_(self, "stem", _enum(Stem, "stem", self.stem))
+        set_(self, "survival", _enum(Survival, "survival", self.survival))
+        stages = self.stages
+        if not isinstance(stages, (tuple, list)) or not stages:
+            raise ValueError(f"stages: expected a non-empty list of stages, got {stages!r}")
+        if len(stages) > MAX_STAGES:
+            raise ValueError(f"stages: {len(stages)} stages, at most {MAX_STAGES} allowed")
+        parsed = []
+        for i, s in enumerate(stages):
+            try:
+                parsed.append(s if isinstance(s, StageSpec) else StageSpec(**s))
+            except TypeError as e:
+                raise ValueError(f"stages[{i}]: {e}") from None
+            except ValueError as e:
+                raise ValueError(f"stages[{i}].{e}") from None
+        set_(self, "stages", tuple(parsed))
+        _int("stem_width", self.stem_width, 1)
+        _int("cardinality", self.cardinality, 1)
+        _int("base_width", self.base_width, 1)
+        set_(self, "width_multiplier", _float("width_multiplier", self.width_multiplier))
+        set_(self, "dropout", _float("dropout", self.dropout))
+        set_(self, "survival_prob", _float("survival_prob", self.survival_prob))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: {self.dropout} must be in [0, 1)")
+        if not 0.0 < self.survival_prob <= 1.0:
+            raise ValueError(f"survival_prob: {self.survival_prob} must be in (0, 1]")
+        if self.survival is Survival.NONE and self.survival_prob != 1.0:
+            raise ValueError(
+                f"survival_prob: {self.survival_prob} needs a survival schedule ('uniform' or 'linear'); "
+                "with survival 'none' it must be 1.0"
+            )
+        if self.shortcut is Shortcut.DENSE:
+            self._validate_dense()
+        else:
+            self._validate_residual()
+
+    def _validate_dense(self) -> None:
+        for name in ("growth_rate", "bottleneck_size", "compression"):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name}: required for shortcut 'dense'")
+        _int("growth_rate", self.growth_rate, 1)
+        _int("bottleneck_size", self.bottleneck_size, 1)
+        compression = _float("compression", self.compression)
+        object.__setattr__(self, "compression", compression)
+        if not 0.0 < compression <= 1.0:
+            raise ValueError(f"compression: {compression} must be in (0, 1]")
+        for i, s in enumerate(self.stages):
+            if s.width is not None:
+                raise ValueError(
+                    f"stages[{i}].width: {s.width} has no meaning for shortcut 'dense' "
+                    "(its width comes from growth_rate); use null"
+                )
+        if self.stages[0].stride != 1:
+            raise ValueError("stages[0].stride: a dense net's first stage must have stride 1 "
+                             "(downsampling happens in the transitions between stages)")
+        if self.width_multiplier != 1.0:
+            raise ValueError(f"width_multiplier: {self.width_multiplier} applies to residual nets; "
+                             "a dense net's width is set by growth_rate, so it must be 1.0")
+        if self.base_width != 64:
+            raise ValueError(f"base_width: {self.base_width} applies to residual nets; "
+                             "a dense net's group width is growth_rate / cardinality, so it must be 64")
+        if self.cardinality > 1:
+            inner = self.bottleneck_size * self.growth_rate
+            if self.block is Block.BASIC:
+                raise ValueError(f"cardinality: {self.cardinality} needs block 'bottleneck'; a basic dense "
+                                 "layer's single 3x3 sees a varying input width, use cardinality 1")
+            if self.growth_rate % self.cardinality or inner % self.cardinality:
+                raise ValueError(f"cardinality: {self.cardinality} must divide growth_rate "
+                                 f"({self.growth_rate}) and bottleneck_size * growth_rate ({inner})")
+        # Each dense transition floors the map with a stride-sized average pool.
+        reduction = (4 if self.stem is Stem.IMAGENET else 1) * math.prod(s.stride for s in self.stages)
+        if reduction > MIN_RESOLUTION:
+            raise ValueError(
+                f"stages: total downsampling x{reduction} would pool a {MIN_RESOLUTION}x{MIN_RESOLUTION} "
+                f"input to nothing; use fewer stride-2 stages (at most x{MIN_RESOLUTION} in all)"
+            )
+
+    def _validate_residual(self) -> None:
+        kind = self.shortcut.value
+        for name in ("growth_rate", "bottleneck_size", "compression"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name}: only applies to shortcut 'dense', not {kind!r}; use null")
+        for i, s in enumerate(self.stages):
+            if s.width is None:
+                raise ValueError(f"stages[{i}].width: required for shortcut {kind!r}")
+        if self.width_multiplier <= 0:
+            raise ValueError(f"width_multiplier: {self.width_multiplier} must be > 0")
+        if self.block is Block.BASIC and (self.cardinality != 1 or self.base_width != 64):
+            raise ValueError(
+                f"cardinality: {self.cardinality} with base_width {self.base_width} needs block "
+                "'bottleneck'; a basic block has no inner 3x3 to group (ResNeXt, Xie et al. 2017), "
+                "use cardinality 1 and base_width 64"
+            )
+        for i, (planes, inner, out) in enumerate(self.residual_widths()):
+            if inner < self.cardinality or out < 1:
+                raise ValueError(
+                    f"stages[{i}].width: {planes} gives a {inner}-channel inner conv, "
+                    f"too narrow for cardinality {self.cardinality}"
+                )
+
+    # -- derived quantities shared by build() and count() -------------------------------------------
+
+    def residual_widths(self) -> list[tuple[int, int, int]]:
+        """Per stage (planes, inner width, output width) of a residual net, as torchvision computes them."""
+        widths = []
+        for s in self.stages:
+            planes = s.width or 0  # never None here: validated for residual nets
+            if self.block is Block.BASIC:
+                inner = out = max(1, round(planes * self.width_multiplier))
+            else:
+                group = int(planes * self.width_multiplier * self.base_width / 64)
+                inner, out = group * self.cardinality, planes * BOTTLENECK_EXPANSION
+            widths.append((planes, inner, out))
+        return widths
+
+    @property
+    def num_blocks(self) -> int:
+        """L: residual blocks or dense layers in the whole net (the survival schedule's length)."""
+        return sum(s.depth for s in self.stages)
+
+    def survival_probs(self) -> list[float]:
+        """p_l for l = 1..L: uniform p_L, or linear decay p_l = 1 - (l / L)(1 - p_L)."""
+        n = self.num_blocks
+        if self.survival is Survival.NONE:
+            return [1.0] * n
+        if self.survival is Survival.UNIFORM:
+            return [self.survival_prob] * n
+        return [1.0 - (l / n) * (1.0 - self.survival_prob) for l in range(1, n + 1)]
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; `Arch.from_dict(a.to_dict()) == a`."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if not f.init:
+                continue
+            v = getattr(self, f.name)
+            if f.name == "stages":
+                v = [s.to_dict() for s in v]
+            elif isinstance(v, enum.Enum):
+                v = v.value
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Arch:
+        """Inverse of `to_dict`; unknown keys are errors."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"arch: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown arch field; allowed: {', '.join(sorted(known))}")
+        if "stages" not in data:
+            raise ValueError("stages: required")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Arch:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"arch JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> Arch:
+        """A copy with some fields changed (validated again)."""
+        data = self.to_dict()
+        data.update(changes)
+        return Arch.from_dict(data)

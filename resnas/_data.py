@@ -1,0 +1,376 @@
+"""Datasets decoded once per process into uint8 tensors, served as seeded train/validation splits.
+
+Every dataset lives in memory as an N x C x H x W uint8 tensor: a proxy search trains many small
+candidates on a few thousand images, so per-image decoding and DataLoader workers would cost more than
+the training. `imagefolder` therefore also decodes every image up front, which suits the small folders
+a proxy search uses, not ImageNet-sized ones.
+
+The validation split is always held out of the dataset's *training* set; the test set is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import gzip
+import math
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from resnas._errors import UserError
+
+__all__ = ["DataSplits", "Dataset", "load_data", "read_idx"]
+
+
+class Dataset(str, enum.Enum):
+    """A dataset `load_data` knows how to find and decode."""
+
+    FASHION_MNIST = "fashion-mnist"
+    CIFAR10 = "cifar10"
+    CIFAR100 = "cifar100"
+    IMAGEFOLDER = "imagefolder"
+    SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplits:
+    """Train and validation images (uint8, N x C x H x W) and labels (int64), with their statistics."""
+
+    name: Dataset
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    in_channels: int
+    # Per-channel statistics of train_x on the [0, 1] scale, for normalising inputs.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    # Whether random crop + horizontal flip suit these images (natural photos: yes; digits, glyphs: no).
+    augment: bool
+    description: str
+
+    @property
+    def resolution(self) -> int:
+        """Side length in pixels of the (square) images."""
+        return int(self.train_x.shape[-1])
+
+
+@dataclass(frozen=True, eq=False)
+class _Full:
+    """One decoded training set, shared by every `load_data` call in the process."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    augment: bool
+    source: str
+
+
+_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+# Folders that need no flag: Debian's package, then the usual torchvision spot `./data`.
+_SYSTEM_ROOTS: tuple[Path, ...] = (_DEBIAN_FASHION, Path("data"))
+# Layouts a Fashion-MNIST folder may have: flat (Debian, the original site) or torchvision's.
+_FASHION_SUBDIRS = ("", "FashionMNIST/raw", "fashion-mnist")
+_FASHION_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_DOWNLOAD_TIMEOUT_S = 30.0
+_SYNTHETIC_SIZE = 6000
+_SYNTHETIC_CLASSES = 10
+_IMAGEFOLDER_RESOLUTION = 64
+_CHUNK = 4096
+# Serialises first loads so threads running trials (optuna n_jobs) decode a dataset once, not once each.
+_LOCK = threading.Lock()
+
+
+def load_data(
+    name: Dataset | str,
+    *,
+    root: str | None = None,
+    train_samples: int | None = None,
+    val_samples: int | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+) -> DataSplits:
+    """Class-balanced, seed-fixed train/val splits of `name`'s training set, optionally resized."""
+    try:
+        dataset = Dataset(name)
+    except ValueError:
+        choices = ", ".join(d.value for d in Dataset)
+        raise UserError(f"unknown dataset {name!r}; choose one of {choices}") from None
+    if resolution is not None and resolution < 4:
+        raise UserError(f"resolution must be at least 4 pixels, got {resolution}")
+    with _LOCK:
+        full = _full_dataset(dataset, root, resolution)
+    n = len(full.y)
+    n_val = max(1, n // 10) if val_samples is None else val_samples
+    n_train = n - n_val if train_samples is None else train_samples
+    if n_val < 1 or n_train < 1 or n_val + n_train > n:
+        raise UserError(
+            f"{dataset.value} has {n} training images; cannot take {n_train} train + {n_val} validation "
+            f"(each at least 1, together at most {n})"
+        )
+    order = _balanced_order(full.y, full.num_classes, seed)
+    val_idx, train_idx = order[:n_val], order[n_val : n_val + n_train]
+    train_x = _resize(full.x[train_idx], resolution)
+    val_x = _resize(full.x[val_idx], resolution)
+    mean, std = _channel_stats(train_x)
+    c, h, w = train_x.shape[1:]
+    return DataSplits(
+        name=dataset,
+        train_x=train_x,
+        train_y=full.y[train_idx],
+        val_x=val_x,
+        val_y=full.y[val_idx],
+        num_classes=full.num_classes,
+        in_channels=int(c),
+        mean=mean,
+        std=std,
+        augment=full.augment,
+        description=(
+            f"{full.source}: {c}x{h}x{w}, {full.num_classes} classes, {n_train} train + {n_val} validation "
+            f"images held out of its {n}-image training set (seed {seed})"
+        ),
+    )
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Decode one (optionally gzipped) idx file, the MNIST family's format, as a uint8 tensor."""
+    path = Path(path)
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an idx file of unsigned bytes; re-download it")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != math.prod(shape):
+        raise UserError(f"{path} is truncated: header says {shape}, file holds {len(raw) - offset} bytes")
+    # bytearray: frombuffer warns on read-only bytes, and the tensor must own writable memory anyway.
+    return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
+
+
+def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) -> _Full:
+    """The whole decoded training set, found (and downloaded if need be) on first use."""
+    if dataset is Dataset.FASHION_MNIST:
+        return _read_fashion(*_find_fashion(root))
+    if dataset in (Dataset.CIFAR10, Dataset.CIFAR100):
+        return _read_cifar(dataset, _resolved(root))
+    if dataset is Dataset.IMAGEFOLDER:
+        if root is None:
+            raise UserError("--dataset imagefolder needs --data-root DIR with one sub-folder of images per class")
+        return _read_imagefolder(str(Path(root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
+    return _synthetic(resolution or 32)
+
+
+def _resolved(root: str | None) -> str | None:
+    """`root` as an absolute path, so the cache sees one key per folder."""
+    return None if root is None else str(Path(root).expanduser().resolve())
+
+
+def _cache_dir() -> Path:
+    """Where resnas downloads datasets: $XDG_CACHE_HOME/resnas, else ~/.cache/resnas."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnas"
+
+
+def _candidate_roots(root: str | None) -> list[Path]:
+    """Folders to search, in order: --data-root, $RESNAS_DATA, system folders, the download cache."""
+    env = os.environ.get("RESNAS_DATA")
+    given = [Path(p).expanduser() for p in (root, env) if p]
+    return [*given, *_SYSTEM_ROOTS, _cache_dir()]
+
+
+def _download_root(root: str | None) -> Path:
+    """Where a missing dataset is downloaded: --data-root, else $RESNAS_DATA, else the cache."""
+    chosen = root or os.environ.get("RESNAS_DATA")
+    return Path(chosen).expanduser() if chosen else _cache_dir()
+
+
+def _fashion_files(folder: Path) -> tuple[Path, Path] | None:
+    """The training image and label files of a Fashion-MNIST folder, or None if it has none."""
+    for sub in _FASHION_SUBDIRS:
+        base = folder / sub
+        for suffix in (".gz", ""):
+            images, labels = (base / (f + suffix) for f in _FASHION_TRAIN)
+            if images.is_file() and labels.is_file():
+                return images, labels
+    return None
+
+
+def _find_fashion(root: str | None) -> tuple[Path, Path]:
+    """Fashion-MNIST's training image and label files, downloading them as a last resort."""
+    candidates = _candidate_roots(root)
+    for folder in candidates:
+        files = _fashion_files(folder)
+        if files is not None:
+            return files[0].resolve(), files[1].resolve()
+    target = _download_root(root)
+    try:
+        _download_fashion(target)
+    except Exception as e:  # torchvision raises RuntimeError, URLError or OSError depending on the failure
+        looked = ", ".join(str(p) for p in candidates)
+        raise UserError(
+            f"Fashion-MNIST not found (looked in {looked}; download to {target} failed: "
+            f"{_first_line(e)}); fix: `apt-get install dataset-fashion-mnist`, or --data-root DIR holding "
+            f"train-images-idx3-ubyte.gz, or --dataset synthetic for a smoke test"
+        ) from None
+    files = _fashion_files(target)
+    if files is None:
+        raise UserError(f"downloaded Fashion-MNIST to {target} but its files are not there; delete it and retry")
+    return files[0].resolve(), files[1].resolve()
+
+
+def _download_fashion(target: Path) -> None:
+    """Fetch Fashion-MNIST with torchvision into target/FashionMNIST/raw."""
+    from torchvision.datasets import FashionMNIST
+
+    with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+        FashionMNIST(str(target), train=True, download=True)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets a timeout while downloading: torchvision's urlopen has none and can hang forever."""
+    saved = socket.getdefaulttimeout()
+    if saved is None:
+        socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(saved)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_fashion(images: Path, labels: Path) -> _Full:
+    """Fashion-MNIST's 60 000 training images and labels, decoded."""
+    x = read_idx(images).unsqueeze(1)
+    y = read_idx(labels).long()
+    if x.shape[1:] != (1, 28, 28) or len(x) != len(y):
+        raise UserError(f"{images} and {labels} are not Fashion-MNIST's 28x28 images and their labels")
+    return _Full(x=x, y=y, num_classes=10, augment=False, source=f"Fashion-MNIST from {images.parent}")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
+    """CIFAR-10/100's 50 000 training images via torchvision, downloaded if not found."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if dataset is Dataset.CIFAR10 else CIFAR100
+    candidates = _candidate_roots(root)
+    for folder in candidates:
+        try:
+            ds = cls(str(folder), train=True, download=False)
+            break
+        except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+            continue
+    else:
+        target = _download_root(root)
+        try:
+            with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+                ds = cls(str(target), train=True, download=True)
+        except Exception as e:  # RuntimeError, URLError, OSError or a tarfile error, by failure
+            looked = ", ".join(str(p) for p in candidates)
+            raise UserError(
+                f"{cls.__name__} not found (looked in {looked}; download to {target} failed: {_first_line(e)}); "
+                f"fix: put {cls.base_folder}/ in DIR and pass --data-root DIR, or use --dataset fashion-mnist"
+            ) from None
+        folder = target
+    x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(ds.targets, dtype=torch.long)
+    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"{cls.__name__} from {folder}")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_imagefolder(root: str, resolution: int) -> _Full:
+    """Every image under root/<class>/ decoded, resized (shorter side) and centre-cropped to `resolution`."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    tf = transforms.Compose(
+        [transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.PILToTensor()]
+    )
+    try:
+        ds = ImageFolder(root, transform=tf)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise UserError(f"cannot read image folder {root}: {_first_line(e)}; it needs one sub-folder per class") from None
+    if len(ds.classes) < 2:
+        raise UserError(f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+")
+    x = torch.empty(len(ds), 3, resolution, resolution, dtype=torch.uint8)
+    for i in range(len(ds)):
+        x[i] = ds[i][0]
+    y = torch.tensor(ds.targets, dtype=torch.long)
+    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"image folder {root}")
+
+
+@functools.lru_cache(maxsize=4)
+def _synthetic(resolution: int) -> _Full:
+    """Learnable noise: a smooth random colour pattern per class, shifted and buried in noise per image."""
+    g = torch.Generator().manual_seed(1234)
+    n, k = _SYNTHETIC_SIZE, _SYNTHETIC_CLASSES
+    coarse = torch.randn(k, 3, 4, 4, generator=g)
+    prototypes = F.interpolate(coarse, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    # Each image is its class's pattern rolled by a few pixels, so a convolution beats a linear read-out.
+    shifted = torch.stack(
+        [prototypes.roll((dy, dx), dims=(2, 3)) for dy in range(-2, 3) for dx in range(-2, 3)], dim=1
+    )
+    y = torch.arange(n) % k
+    x = shifted[y, torch.randint(0, shifted.shape[1], (n,), generator=g)]
+    x = x + 1.5 * torch.randn(x.shape, generator=g)
+    x = (128 + 40 * x).round().clamp(0, 255).to(torch.uint8)
+    return _Full(
+        x=x, y=y, num_classes=k, augment=False, source="synthetic patterns (exist only for fast tests)"
+    )
+
+
+def _balanced_order(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """A seeded permutation of indices that cycles through the classes, so every prefix is class-balanced."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    labels = y[perm]
+    # Rank of each element among its class, in permuted order; sorting by rank interleaves the classes.
+    by_class = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(perm)
+    rank[by_class] = torch.arange(len(y)) - starts[labels[by_class]]
+    return perm[torch.argsort(rank, stable=True)]
+
+
+def _resize(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """`x` resized to resolution x resolution (antialiased bilinear), in chunks to bound the float copy."""
+    if resolution is None or tuple(x.shape[-2:]) == (resolution, resolution):
+        return x
+    out = torch.empty(*x.shape[:2], resolution, resolution, dtype=torch.uint8)
+    for i in range(0, len(x), _CHUNK):
+        chunk = x[i : i + _CHUNK].float()
+        resized = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear", antialias=True)
+        out[i : i + _CHUNK] = resized.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images on the [0, 1] scale."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    # Chunked, so the float64 copy stays small even for all of CIFAR (a full copy would be 1.2 GB).
+    for i in range(0, len(x), _CHUNK):
+        chunk = x[i : i + _CHUNK].double() / 255
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = x.numel() // x.shape[1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-6).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's first message line, so a UserError stays one line."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

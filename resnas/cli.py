@@ -1,0 +1,40 @@
+"""`resnas` command line: one sub-command per module in `resnas._commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from resnas._errors import UserError
+
+# Sub-command modules, each with `register(subparsers)` setting `func(args) -> int` on its parser.
+_COMMANDS = ("count", "space")
+
+
+def _parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="resnas", description="Architecture search over the ResNet family.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        importlib.import_module(f"resnas._commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError) as e:
+        # ValueError is what the spec, budget and space validators raise for bad user input.
+        print(f"resnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
