@@ -255,6 +255,26 @@ class Arch:
             return [self.survival_prob] * n
         return [1.0 - (l / n) * (1.0 - self.survival_prob) for l in range(1, n + 1)]
 
+    def narrowed(self, factor: float) -> Arch:
+        """The same network with every width (stem, stages, growth rate) scaled by `factor`: a cheap proxy.
+
+        Widths round to the nearest integer, stay >= 1, keep ResNeXt groups at least one channel wide
+        and dense growth rates a multiple of the cardinality.
+        """
+        if not 0.0 < factor <= 1.0:
+            raise ValueError(f"width factor: {factor} must be in (0, 1]")
+        if factor == 1.0:
+            return self
+        stem = max(1, round(self.stem_width * factor))
+        if self.shortcut is Shortcut.DENSE:
+            card = self.cardinality
+            growth = max(card, round((self.growth_rate or 0) * factor / card) * card)
+            return self.replace(stem_width=stem, growth_rate=growth)
+        # planes * width_multiplier * base_width / 64 must stay >= 1 so every group keeps a channel.
+        floor = math.ceil(64 / (self.width_multiplier * self.base_width)) if self.block is Block.BOTTLENECK else 1
+        stages = [dict(s.to_dict(), width=max(floor, round((s.width or 0) * factor))) for s in self.stages]
+        return self.replace(stem_width=stem, stages=stages)
+
     # -- serialisation ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

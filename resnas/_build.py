@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -24,16 +23,14 @@ from resnas._blocks import (
 )
 
 
-@dataclass(frozen=True)
-class _Part:
+class _Part(NamedTuple):
     """A module class and its constructor arguments; `cls.cost(**kwargs, h=, w=)` prices it."""
 
     cls: Any
     kwargs: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _StagePlan:
+class _StagePlan(NamedTuple):
     transition: _Part | None
     blocks: list[_Part]
 

@@ -19,9 +19,9 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ class DataSplits:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+    # Positions of the splits' images in the dataset's full training set, for provenance.
+    train_index: torch.Tensor
+    val_index: torch.Tensor
     num_classes: int
     in_channels: int
     # Per-channel statistics of train_x on the [0, 1] scale, for normalising inputs.
@@ -76,16 +79,19 @@ class _Full:
     source: str
 
 
-_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-# Folders that need no flag: Debian's package, then the usual torchvision spot `./data`.
-_SYSTEM_ROOTS: tuple[Path, ...] = (_DEBIAN_FASHION, Path("data"))
+# Folders searched without being named: the usual torchvision spot `./data` and, for Fashion-MNIST,
+# Debian's package `dataset-fashion-mnist` first.
+_TORCHVISION_ROOTS: tuple[Path, ...] = (Path("data"),)
+_FASHION_ROOTS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"), *_TORCHVISION_ROOTS)
 # Layouts a Fashion-MNIST folder may have: flat (Debian, the original site) or torchvision's.
 _FASHION_SUBDIRS = ("", "FashionMNIST/raw", "fashion-mnist")
 _FASHION_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _DOWNLOAD_TIMEOUT_S = 30.0
 _SYNTHETIC_SIZE = 6000
 _SYNTHETIC_CLASSES = 10
+_SYNTHETIC_RESOLUTION = 32
 _IMAGEFOLDER_RESOLUTION = 64
+# Images converted to float at a time when resizing or averaging, bounding the temporary copy.
 _CHUNK = 4096
 # Serialises first loads so threads running trials (optuna n_jobs) decode a dataset once, not once each.
 _LOCK = threading.Lock()
@@ -130,6 +136,8 @@ def load_data(
         train_y=full.y[train_idx],
         val_x=val_x,
         val_y=full.y[val_idx],
+        train_index=train_idx,
+        val_index=val_idx,
         num_classes=full.num_classes,
         in_channels=int(c),
         mean=mean,
@@ -145,7 +153,10 @@ def load_data(
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     """Decode one (optionally gzipped) idx file, the MNIST family's format, as a uint8 tensor."""
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:  # unreadable, or a gzip file cut short or corrupted
+        raise UserError(f"cannot read {path}: {_first_line(e)}; re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an idx file of unsigned bytes; re-download it")
     ndim = raw[3]
@@ -165,9 +176,11 @@ def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) ->
         return _read_cifar(dataset, _resolved(root))
     if dataset is Dataset.IMAGEFOLDER:
         if root is None:
-            raise UserError("--dataset imagefolder needs --data-root DIR with one sub-folder of images per class")
+            raise UserError(
+                "--dataset imagefolder needs --data-root DIR with one sub-folder of images per class"
+            )
         return _read_imagefolder(str(Path(root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
-    return _synthetic(resolution or 32)
+    return _synthetic(resolution or _SYNTHETIC_RESOLUTION)
 
 
 def _resolved(root: str | None) -> str | None:
@@ -180,11 +193,11 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnas"
 
 
-def _candidate_roots(root: str | None) -> list[Path]:
-    """Folders to search, in order: --data-root, $RESNAS_DATA, system folders, the download cache."""
+def _candidate_roots(root: str | None, fixed: tuple[Path, ...]) -> list[Path]:
+    """Folders to search, in order: --data-root, $RESNAS_DATA, the `fixed` ones, the download cache."""
     env = os.environ.get("RESNAS_DATA")
     given = [Path(p).expanduser() for p in (root, env) if p]
-    return [*given, *_SYSTEM_ROOTS, _cache_dir()]
+    return [p.absolute() for p in (*given, *fixed, _cache_dir())]
 
 
 def _download_root(root: str | None) -> Path:
@@ -206,7 +219,7 @@ def _fashion_files(folder: Path) -> tuple[Path, Path] | None:
 
 def _find_fashion(root: str | None) -> tuple[Path, Path]:
     """Fashion-MNIST's training image and label files, downloading them as a last resort."""
-    candidates = _candidate_roots(root)
+    candidates = _candidate_roots(root, _FASHION_ROOTS)
     for folder in candidates:
         files = _fashion_files(folder)
         if files is not None:
@@ -223,7 +236,9 @@ def _find_fashion(root: str | None) -> tuple[Path, Path]:
         ) from None
     files = _fashion_files(target)
     if files is None:
-        raise UserError(f"downloaded Fashion-MNIST to {target} but its files are not there; delete it and retry")
+        raise UserError(
+            f"downloaded Fashion-MNIST to {target} but its files are not there; delete it and retry"
+        )
     return files[0].resolve(), files[1].resolve()
 
 
@@ -263,7 +278,7 @@ def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if dataset is Dataset.CIFAR10 else CIFAR100
-    candidates = _candidate_roots(root)
+    candidates = _candidate_roots(root, _TORCHVISION_ROOTS)
     for folder in candidates:
         try:
             ds = cls(str(folder), train=True, download=False)
@@ -278,8 +293,9 @@ def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
         except Exception as e:  # RuntimeError, URLError, OSError or a tarfile error, by failure
             looked = ", ".join(str(p) for p in candidates)
             raise UserError(
-                f"{cls.__name__} not found (looked in {looked}; download to {target} failed: {_first_line(e)}); "
-                f"fix: put {cls.base_folder}/ in DIR and pass --data-root DIR, or use --dataset fashion-mnist"
+                f"{cls.__name__} not found (looked in {looked}; download to {target} failed: "
+                f"{_first_line(e)}); fix: put {cls.base_folder}/ in DIR and pass --data-root DIR, "
+                "or use --dataset fashion-mnist"
             ) from None
         folder = target
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -299,9 +315,13 @@ def _read_imagefolder(root: str, resolution: int) -> _Full:
     try:
         ds = ImageFolder(root, transform=tf)
     except (FileNotFoundError, NotADirectoryError) as e:
-        raise UserError(f"cannot read image folder {root}: {_first_line(e)}; it needs one sub-folder per class") from None
+        raise UserError(
+            f"cannot read image folder {root}: {_first_line(e)}; it needs one sub-folder per class"
+        ) from None
     if len(ds.classes) < 2:
-        raise UserError(f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+")
+        raise UserError(
+            f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+"
+        )
     x = torch.empty(len(ds), 3, resolution, resolution, dtype=torch.uint8)
     for i in range(len(ds)):
         x[i] = ds[i][0]
@@ -359,11 +379,11 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     """Per-channel mean and standard deviation of uint8 images on the [0, 1] scale."""
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros(x.shape[1], dtype=torch.float64)
-    # Chunked, so the float64 copy stays small even for all of CIFAR (a full copy would be 1.2 GB).
+    # Chunked, so the float copy stays small even for all of CIFAR (a full one would be 600 MB).
     for i in range(0, len(x), _CHUNK):
-        chunk = x[i : i + _CHUNK].double() / 255
-        total += chunk.sum(dim=(0, 2, 3))
-        squares += chunk.square().sum(dim=(0, 2, 3))
+        chunk = x[i : i + _CHUNK].float() / 255
+        total += chunk.sum(dim=(0, 2, 3), dtype=torch.float64)
+        squares += chunk.square().sum(dim=(0, 2, 3), dtype=torch.float64)
     count = x.numel() // x.shape[1]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(1e-6).sqrt()

@@ -9,7 +9,7 @@ from typing import Sequence
 from resnas._errors import UserError
 
 # Sub-command modules, each with `register(subparsers)` setting `func(args) -> int` on its parser.
-_COMMANDS = ("count", "space")
+_COMMANDS = ("count", "space", "search")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,202 @@
+"""`resnas search`: FLOP-budgeted architecture search (Optuna, or Ray Tune with --backend ray)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from resnas._run import TrialRecord, TrialState, pareto_front, ranked
+from resnas._search import DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
+
+DEFAULT_SPACE = "search_spaces/resnet_family.yaml"
+
+
+def _summary(arch: dict[str, Any] | None) -> str:
+    """A short human description of an arch dict: 'bottleneck identity post d3-4-6-3 x2 C32'."""
+    if not arch:
+        return ""
+    depths = "-".join(str(s["depth"]) for s in arch["stages"])
+    parts = [arch["block"], arch["shortcut"], arch["order"], f"d{depths}"]
+    if arch["shortcut"] == "dense":
+        parts.append(f"k{arch['growth_rate']}")
+    else:
+        parts.append("w" + "-".join(str(s["width"]) for s in arch["stages"]))
+        if arch["width_multiplier"] != 1:
+            parts.append(f"x{arch['width_multiplier']:g}")
+    if arch["cardinality"] > 1:
+        parts.append(f"C{arch['cardinality']}")
+    if arch["survival"] != "none":
+        parts.append(f"sd-{arch['survival']}{arch['survival_prob']:.2f}")
+    if arch["dropout"] > 0:
+        parts.append(f"drop{arch['dropout']:g}")
+    return " ".join(parts)
+
+
+class Reporter:
+    """Progress for people: a live line on a terminal, one line per finished trial otherwise."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(highlight=False)
+        self.live = self.console.is_terminal
+        if not self.live:  # logs and pipes: no 80-column wrapping of long lines
+            self.console = Console(highlight=False, width=160)
+        self.status: Any = None
+        self.best: float | None = None
+        self.t0 = time.monotonic()
+        self.trial_label = ""
+
+    def start(self, cfg: SearchConfig, space: Any, data: Any, device: Any, fraction: float, proxy_width: float,
+              done: int, recovered: list[int]) -> None:
+        c = self.console
+        c.print(f"resnas search: budget {cfg.budget / 1e9:g} GFLOPs at the deployment input "
+                f"{space.in_channels}x{space.resolution}x{space.resolution}, {space.num_classes} classes "
+                f"(fvcore's count)")
+        c.print(f"  space {cfg.space}: ~{fraction:.1%} of sampled architectures fit the budget")
+        c.print(f"  data  {data.description}")
+        c.print(f"  proxy training: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+                f"{data.in_channels}x{data.resolution}x{data.resolution} input, width x{proxy_width:g}, on {device}")
+        pruner = "none (multi-objective)" if cfg.multi_objective else cfg.pruner.value
+        c.print(f"  sampler {cfg.sampler.value}, pruner {pruner}, objectives {cfg.objectives.value}; "
+                f"study {cfg.study!r} in {cfg.storage or str(Path(cfg.out) / 'study.db')}")
+        if done:
+            c.print(f"  resuming: {done} of {cfg.trials} candidates already trained")
+        if recovered:
+            c.print(f"  trials {recovered} were cut off by a dead process: marked interrupted and queued again")
+        if self.live:
+            self.status = c.status("starting")
+            self.status.start()
+
+    def trial_start(self, k: int, n: int) -> None:
+        self.trial_label = f"trial {k}/{n}"
+        self._update("screening")
+
+    def epoch(self, number: int, epoch: int, accuracy: float) -> None:
+        self._update(f"#{number} epoch {epoch}: val acc {accuracy:.3f}")
+
+    def _update(self, what: str) -> None:
+        if self.status is not None:
+            best = f", best {self.best:.3f}" if self.best is not None else ""
+            self.status.update(f"{self.trial_label} {what}{best} ({time.monotonic() - self.t0:.0f}s)")
+
+    def trial_end(self, rec: TrialRecord, recs: list[TrialRecord]) -> None:
+        top = ranked(recs)
+        self.best = top[0].val_accuracy if top else None
+        rejected = sum(r.state == TrialState.OVER_BUDGET for r in recs)
+        acc = f"{rec.val_accuracy:.3f}" if rec.val_accuracy is not None else "-"
+        detail = f" ({rec.reason})" if rec.reason else ""
+        self.console.print(
+            f"{self.trial_label}: #{rec.number} {rec.state}{detail} val acc {acc}, "
+            f"{(rec.flops or 0) / 1e9:.2f} GFLOPs ({(rec.budget_fraction or 0):.0%} of budget), "
+            f"{rec.duration_s or 0:.0f}s; {rejected} over-budget samples so far"
+        )
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def finish(self, recs: list[TrialRecord], out: Path) -> None:
+        from rich.table import Table
+
+        self.stop()
+        states = {s: sum(r.state == s for r in recs) for s in
+                  (TrialState.COMPLETE, TrialState.PRUNED, TrialState.OVER_BUDGET, TrialState.FAILED,
+                   TrialState.INTERRUPTED)}
+        front = {r.number for r in pareto_front(recs)}
+        table = Table(title="leaderboard (validation accuracy; * = Pareto front of accuracy vs FLOPs)")
+        for col in ("rank", "trial", "val acc", "GFLOPs", "budget", "params (M)", "architecture"):
+            table.add_column(col, justify="left" if col == "architecture" else "right")
+        for i, r in enumerate(ranked(recs)[:10], 1):
+            table.add_row(str(i), f"{r.number}{'*' if r.number in front else ''}", f"{r.val_accuracy:.4f}",
+                          f"{(r.flops or 0) / 1e9:.2f}", f"{(r.budget_fraction or 0):.0%}",
+                          f"{(r.params or 0) / 1e6:.2f}", _summary(r.arch))
+        self.console.print(table)
+        self.console.print(", ".join(f"{v} {k}" for k, v in states.items()) +
+                           f"; wall time {time.monotonic() - self.t0:.0f}s")
+        self.console.print(f"results in {out}: trials.csv, accuracy_vs_flops.png, best/ (arch.json, weights.pt)")
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
+    from resnas._budget import parse_budget
+
+    return SearchConfig(
+        space=args.space, budget=parse_budget(args.budget), out=args.out or _default_out(args),
+        trials=args.trials, epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
+        train_samples=args.train_samples, val_samples=args.val_samples, train_resolution=args.train_resolution,
+        proxy_width=args.proxy_width,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, study=args.study, storage=args.storage,
+        sampler=SamplerName(args.sampler), pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives),
+        device=DeviceName(args.device), keep_top=args.keep_top, timeout=args.timeout,
+        command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
+    )
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    """results/runs/<space>-<budget>-<dataset>: the same command always resumes the same folder."""
+    budget = args.budget.lower().replace("flops", "").replace(".", "p")
+    return str(Path("results/runs") / f"{Path(args.space).stem}-{budget}-{args.dataset}-seed{args.seed}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from resnas._search import search
+
+    cfg = config_from_args(args)
+    reporter = Reporter()
+    try:
+        search(cfg, reporter)
+    except KeyboardInterrupt:
+        reporter.stop()
+        print(f"resnas: stopped; the study is saved in {cfg.out}: rerun the same command to continue",
+              file=sys.stderr)
+        return 130
+    finally:
+        reporter.stop()
+    return 0
+
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    """The search flags (shared with `resnas submit`, which forwards them)."""
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
+    p.add_argument("--budget", required=True,
+                   help="FLOP budget at the space's deployment input, fvcore's count: 4GFLOPs, 600M, 4e9 ...")
+    p.add_argument("--trials", type=int, default=8, help="candidates to train (over-budget samples not counted)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs per candidate (proxy)")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   choices=["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"])
+    p.add_argument("--data-root", help="dataset folder (default: $RESNAS_DATA, Debian's, torchvision's)")
+    p.add_argument("--train-samples", type=int, default=2000, help="training images per candidate (proxy)")
+    p.add_argument("--val-samples", type=int, default=1000, help="validation images held out of the training set")
+    p.add_argument("--train-resolution", type=int,
+                   help="training input size (default: the dataset's, at least 32)")
+    p.add_argument("--proxy-width", type=float,
+                   help="train every candidate with widths scaled by this factor (default 0.5 on CPU, 1 on GPU); "
+                        "the budget always applies to the full-width network")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD + Nesterov, cosine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default results/runs/<space>-<budget>-<dataset>-seed<seed>)")
+    p.add_argument("--study", default="resnas", help="Optuna study name")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite file in --out)")
+    p.add_argument("--sampler", default="tpe", choices=[s.value for s in SamplerName])
+    p.add_argument("--pruner", default="hyperband", choices=[s.value for s in PrunerName])
+    p.add_argument("--objectives", default="accuracy", choices=[s.value for s in Objectives])
+    p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName])
+    p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
+    p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search the space for the best network under a FLOP budget",
+                       description="Search a space for the most accurate network under a FLOP budget.")
+    add_search_flags(p)
+    p.set_defaults(func=_run)
+
