@@ -58,6 +58,8 @@ class DeviceName(str, enum.Enum):
 
 # After this many budget rejections in a row the sampler is not finding the feasible region.
 MAX_CONSECUTIVE_REJECTIONS = 5000
+# After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
+MAX_CONSECUTIVE_FAILURES = 3
 # Samples drawn at start to estimate the fraction of the space under the budget (~0.2 ms each).
 FEASIBILITY_SAMPLES = 2000
 
@@ -92,6 +94,9 @@ class SearchConfig:
     command: str = ""
 
     def __post_init__(self) -> None:
+        for name, kind in (("sampler", SamplerName), ("pruner", PrunerName), ("objectives", Objectives),
+                           ("device", DeviceName)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
         for name in ("trials", "epochs", "batch_size", "keep_top"):
             value = getattr(self, name)
             if value < 1:
@@ -447,7 +452,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
     report.start(cfg, space, data, device, fraction, proxy_width, trained_count(study), recovered)
     ctx = Candidate(cfg, space, data, device, out, proxy_width, on_epoch_hook=report.epoch)
     start = time.monotonic()
-    rejected_in_a_row = 0
+    rejected_in_a_row = failed_in_a_row = 0
     try:
         while (done := trained_count(study)) < cfg.trials:
             if cfg.timeout is not None and time.monotonic() - start > cfg.timeout:
@@ -463,7 +468,12 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
                 continue
             rejected_in_a_row = 0
             recs = write_outputs(study, cfg, out)
-            report.trial_end(next(r for r in recs if r.number == number), recs)
+            rec = next(r for r in recs if r.number == number)
+            report.trial_end(rec, recs)
+            failed_in_a_row = failed_in_a_row + 1 if state == TrialState.FAILED else 0
+            if failed_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                raise UserError(f"{failed_in_a_row} candidates in a row failed (last: {rec.reason}); "
+                                "check --lr, --batch-size and the data, then rerun to continue")
     except KeyboardInterrupt:
         write_outputs(study, cfg, out)
         raise

@@ -4,6 +4,9 @@ Batches are index permutations over tensors already on the device: no DataLoader
 Test hook: the environment variable RESNAS_FAULT=nan replaces the first step's loss by NaN, and
 RESNAS_FAULT=oom raises CUDA's out-of-memory error at the first step (on any device), so the search's
 handling of failed candidates can be exercised without finding one.
+
+A run can be continued where it stopped: `on_checkpoint` hands out the full training state after each
+epoch, and `resume=` takes it back (Ray Tune retries a trial whose worker died from its last epoch).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -161,15 +165,19 @@ def train_candidate(
     *,
     on_epoch: Callable[[int, float], None] | None = None,
     device: torch.device,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place on the train split, reporting (epoch, val accuracy) after each epoch.
 
     Exceptions raised by `on_epoch` (e.g. optuna.TrialPruned) propagate. Raises NonFiniteLossError or
     CandidateOOMError, both CandidateFailed, when the candidate cannot be trained; the model's weights are
-    then meaningless.
+    then meaningless. After `on_epoch`, `on_checkpoint` receives the whole training state (it refers to
+    live tensors: save it before returning); `resume=` that state, with a freshly built model of the same
+    arch, trains the remaining epochs exactly as the uninterrupted run would have.
     """
     try:
-        return _train(model, data, cfg, on_epoch, torch.device(device))
+        return _train(model, data, cfg, on_epoch, torch.device(device), on_checkpoint, resume)
     except torch.cuda.OutOfMemoryError as e:
         # CUDA's message runs to several sentences of allocator advice; the first ones name the size.
         detail = " ".join(str(e).split())[:200] or "allocation failed"
@@ -186,6 +194,8 @@ def _train(
     cfg: TrainConfig,
     on_epoch: Callable[[int, float], None] | None,
     device: torch.device,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """The training loop behind `train_candidate`."""
     cuda = device.type == "cuda"
@@ -220,7 +230,20 @@ def _train(
 
     history: list[EpochRecord] = []
     train_seconds = eval_seconds = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    if resume is not None:
+        history = [EpochRecord(**r) for r in resume["history"]]
+        if not 1 <= len(history) <= cfg.epochs:
+            raise ValueError(f"cannot resume after epoch {len(history)} of a {cfg.epochs}-epoch run")
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        generator.set_state(resume["generator"])
+        # Dropout and stochastic depth draw from the global generators, not `generator`.
+        torch.set_rng_state(resume["cpu_rng"])
+        if cuda:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        train_seconds, eval_seconds = resume["train_seconds"], resume["eval_seconds"]
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         model.train()
         _sync(device)
         start = time.perf_counter()
@@ -256,6 +279,18 @@ def _train(
         history.append(EpochRecord(epoch, train_loss, val_accuracy, optimizer.param_groups[0]["lr"]))
         if on_epoch is not None:
             on_epoch(epoch, val_accuracy)
+        if on_checkpoint is not None:
+            on_checkpoint({
+                "history": [asdict(r) for r in history],
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+            })
 
     return TrainResult(
         val_accuracy=history[-1].val_accuracy,

@@ -1,0 +1,244 @@
+"""`resnas search` end to end through the CLI on a small slice of real Fashion-MNIST, plus its parts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import resnas
+from resnas._errors import UserError
+from resnas._search import SearchConfig, check_budget_is_feasible, screen
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = str(ROOT / "search_spaces" / "cifar_family.yaml")
+BUDGET = 50_000_000
+# A few hundred real images, one epoch, quarter-width proxy: seconds per candidate on 2 cores.
+SMALL = ["--space", SPACE, "--budget", "50M", "--epochs", "1", "--train-samples", "256", "--val-samples", "128",
+         "--batch-size", "64", "--proxy-width", "0.25"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trained(out: Path) -> list[dict[str, str]]:
+    return [r for r in rows(out) if r["state"] in ("complete", "pruned")]
+
+
+def test_search_end_to_end_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = cli("search", *SMALL, "--trials", "2", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "leaderboard" in first.stdout and "over-budget samples" in first.stdout
+    table = rows(out)
+    for column in ("number", "state", "val_accuracy", "flops", "params", "macs", "budget_fraction", "duration_s",
+                   "arch", "node"):
+        assert column in table[0]
+    done = trained(out)
+    assert len(done) == 2
+    for r in done:
+        arch = resnas.Arch.from_json(r["arch"])
+        cost = resnas.count(arch, resolution=32, num_classes=10, in_channels=3)  # the space's deployment input
+        assert int(r["flops"]) == cost.flops <= BUDGET
+        assert float(r["budget_fraction"]) == pytest.approx(cost.flops / BUDGET, abs=1e-4)
+        assert 0.0 <= float(r["val_accuracy"]) <= 1.0
+    # Over-budget samples are listed with their FLOPs but were never trained.
+    for r in table:
+        if r["state"] == "over_budget":
+            assert int(r["flops"]) > BUDGET and r["val_accuracy"] == "" and r["epochs"] == "0"
+    # best/ holds the best trained network: its weights load into the network that was trained.
+    run = json.loads((out / "run.json").read_text())
+    best = json.loads((out / "best" / "trial.json").read_text())
+    assert float(best["val_accuracy"]) == max(float(r["val_accuracy"]) for r in done if r["state"] == "complete")
+    trained_arch = resnas.Arch.from_dict(json.loads((out / "best" / "trained_arch.json").read_text()))
+    assert trained_arch == resnas.Arch.from_dict(json.loads((out / "best" / "arch.json").read_text())).narrowed(0.25)
+    model = resnas.build(trained_arch, num_classes=run["training_input"]["classes"],
+                         in_channels=run["training_input"]["channels"])
+    model.load_state_dict(torch.load(out / "best" / "weights.pt", weights_only=True), strict=True)
+    assert (out / "accuracy_vs_flops.png").stat().st_size > 10_000
+    assert run["training_input"] == {"resolution": 32, "channels": 1, "classes": 10}
+    assert run["proxy_width"] == 0.25 and run["settings"]["epochs"] == 1
+
+    # The same command with a larger --trials continues the study: no trial repeated, none lost.
+    again = cli("search", *SMALL, "--trials", "3", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 2 of 3" in again.stdout
+    after = rows(out)
+    assert len(trained(out)) == 3
+    numbers = [int(r["number"]) for r in after]
+    assert len(numbers) == len(set(numbers))
+    before = {r["number"]: r for r in table}
+    for r in after:
+        if r["number"] in before:
+            assert r == before[r["number"]]  # finished trials are untouched
+    # Resuming with other settings would mix incomparable trials: refused.
+    other = cli("search", *SMALL[:-2], "--proxy-width", "0.5", "--trials", "3", "--out", str(out))
+    assert other.returncode == 2 and "other settings" in other.stderr and "proxy_width" in other.stderr
+
+
+def test_sigkill_mid_trial_then_rerun_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", *SMALL, "--trials", "2", "--out", str(out), "--train-samples", "2048"]
+    proc = start(*args)
+    db = out / "study.db"
+    deadline = time.monotonic() + 300
+    running = False
+    while time.monotonic() < deadline and proc.poll() is None and not running:
+        time.sleep(0.5)
+        if db.is_file():
+            with sqlite3.connect(db) as con:
+                running = bool(con.execute("select count(*) from trials t join trial_user_attributes a "
+                                           "on t.trial_id = a.trial_id where t.state = 'RUNNING' "
+                                           "and a.key = 'worker'").fetchone()[0])
+    assert running, "no trial started training in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "cut off by a dead process" in rerun.stdout
+    table = rows(out)
+    interrupted = [r for r in table if r["state"] == "interrupted"]
+    assert len(interrupted) == 1 and "died" in interrupted[0]["reason"]
+    assert len(trained(out)) == 2
+    # The cut-off architecture was retried, not dropped.
+    retried = json.loads(interrupted[0]["arch"])
+    assert any(json.loads(r["arch"]) == retried for r in trained(out))
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", *SMALL, "--trials", "1", "--out", str(out), "--train-samples", "4096"]
+    proc = start(*args)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "study.db").is_file():
+        time.sleep(0.2)
+    time.sleep(8)  # into the first candidate's training
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "rerun the same command to continue" in output and "Traceback" not in output
+    interrupted = [r for r in rows(out) if r["state"] == "interrupted"]
+    assert len(interrupted) == 1 and "Ctrl-C" in interrupted[0]["reason"]
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [json.loads(r["arch"]) for r in trained(out)] == [json.loads(interrupted[0]["arch"])]  # retried
+
+
+def test_nan_candidates_are_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    failing = cli("search", *SMALL, "--trials", "2", "--out", str(out), env={"RESNAS_FAULT": "nan"})
+    # Every candidate diverges under the fault hook: the search tries several, then stops with the reason.
+    assert failing.returncode == 2
+    assert "3 candidates in a row failed" in failing.stderr and "non-finite loss" in failing.stderr
+    assert "Traceback" not in failing.stderr
+    failed = [r for r in rows(out) if r["state"] == "failed"]
+    assert len(failed) == 3 and all("non-finite loss" in r["reason"] for r in failed)
+    healthy = cli("search", *SMALL, "--trials", "2", "--out", str(out))
+    assert healthy.returncode == 0, healthy.stderr
+    assert len(trained(out)) == 2 and len([r for r in rows(out) if r["state"] == "failed"]) == 3
+
+
+def test_accuracy_plus_flops_returns_a_pareto_front(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    res = cli("search", *SMALL, "--trials", "3", "--out", str(out), "--objectives", "accuracy+flops",
+              "--sampler", "nsga2")
+    assert res.returncode == 0, res.stderr
+    done = [r for r in rows(out) if r["state"] == "complete"]
+    assert len(done) == 3
+    kept = {int(p.stem.split("_")[1]) for p in (out / "weights").glob("trial_*.pt")}
+    front = [r for r in done if not any(
+        float(o["val_accuracy"]) >= float(r["val_accuracy"]) and int(o["flops"]) <= int(r["flops"])
+        and (float(o["val_accuracy"]), int(o["flops"])) != (float(r["val_accuracy"]), int(r["flops"]))
+        for o in done)]
+    assert {int(r["number"]) for r in front} <= kept
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "4potatoes"], "invalid FLOP budget '4potatoes'"),
+    (["--budget", "1K"], "no architecture in the space fits the budget"),
+    (["--budget", "4G", "--space", "missing.yaml"], "missing.yaml"),
+    (["--budget", "4G", "--dataset", "mnist-ish"], "invalid choice: 'mnist-ish'"),
+    (["--budget", "4G", "--trials", "0"], "--trials must be at least 1"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    res = cli("search", "--out", str(tmp_path / "run"), *args)
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_malformed_space_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input:\n  resolution: 32\n  channels: [3\n")
+    res = cli("search", "--space", str(bad), "--budget", "4G", "--out", str(tmp_path / "run"))
+    assert res.returncode == 2 and "bad.yaml" in res.stderr and "line" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_out_and_missing_dataset(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = cli("search", *SMALL, "--out", str(blocker / "run"))
+    assert res.returncode == 2 and "cannot write to --out" in res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli("search", *SMALL, "--dataset", "cifar10", "--data-root", str(empty), "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and "cifar10" in res.stderr.lower() and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_screen_counts_at_the_deployment_input() -> None:
+    space = resnas.SearchSpace.from_yaml(ROOT / "search_spaces" / "resnet_family.yaml")
+    attrs, fits = screen(resnas.zoo.get("resnet50"), space, 4_000_000_000)
+    assert attrs["flops"] == 4_111_512_576 and not fits  # fvcore's ResNet-50 at 224: just over 4 GFLOPs
+    attrs, fits = screen(resnas.zoo.get("resnet50"), space, 4_200_000_000)
+    assert fits and attrs["params"] == 25_557_032
+
+
+def test_infeasible_budget_is_refused_before_training() -> None:
+    space = resnas.SearchSpace.from_yaml(SPACE)
+    with pytest.raises(UserError, match="no architecture in the space fits"):
+        check_budget_is_feasible(space, space.min_flops() - 1)
+    assert check_budget_is_feasible(space, space.min_flops()) >= 0.0
+    assert check_budget_is_feasible(space, space.max_flops()) == 1.0
+
+
+def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
+    from resnas._search import Candidate, open_study, run_trial, trained_count
+    from resnas._data import load_data
+
+    cfg = SearchConfig(space=SPACE, budget=BUDGET, out=str(tmp_path), sampler="random", epochs=1)  # type: ignore[arg-type]
+    space = resnas.SearchSpace.from_yaml(SPACE)
+    study = open_study(cfg, tmp_path, {"test": 1}, sampler_seed=0)
+    data = load_data("synthetic", train_samples=64, val_samples=32, seed=0)
+    ctx = Candidate(cfg, space, data, torch.device("cpu"), tmp_path, proxy_width=0.25)
+    states = [run_trial(study, ctx)[1] for _ in range(12)]
+    assert "over_budget" in states and trained_count(study) == states.count("complete") + states.count("pruned")
+    for t in study.get_trials():
+        violation = t.constraints["flops_over_budget"]
+        assert (violation > 0) == (t.user_attrs["state"] == "over_budget")
+        assert violation == pytest.approx(t.user_attrs["flops"] / BUDGET - 1)
+        if violation > 0:
+            assert t.state is optuna.trial.TrialState.PRUNED and "epochs" not in t.user_attrs
