@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: test run install data bench
+.PHONY: test run install data bench results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -26,7 +26,10 @@ test: install data
 	$(BIN)/python -m pytest -n 2 -q
 
 run: install data
-	$(BIN)/resnas space search_spaces/resnet_family.yaml --budget 4GFLOPs
+	$(BIN)/resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs
+
+results: install data
+	bash results/make_default_run.sh
 
 bench: install
 	$(BIN)/python benchmarks/count_vs_fvcore.py

@@ -172,7 +172,7 @@ class _Branch(nn.Module):
         x = activated
         for i in range(1, self.num_convs + 1):
             if i > 1:
-                x = F.relu(getattr(self, f"bn{i}")(x))
+                x = F.relu(getattr(self, f"bn{i}")(x), inplace=True)
             if i == self.num_convs and self.dropout is not None:
                 x = self.dropout(x)
             x = getattr(self, f"conv{i}")(x)
@@ -278,7 +278,7 @@ class PostActBlock(_ResidualBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self._post_chain(x)
         carry = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(carry + self.drop_path(self.gate.residual(x, carry, f)))
+        return F.relu(carry + self.drop_path(self.gate.residual(x, carry, f)), inplace=True)
 
 
 class PreActBlock(_ResidualBlock):
@@ -294,7 +294,7 @@ class PreActBlock(_ResidualBlock):
         return _ResidualBlock._cost(block, shortcut, Order.PRE, cin, inner, out, stride, groups, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.relu(self.bn1(x))
+        a = F.relu(self.bn1(x), inplace=True)
         f = self._pre_chain(a)
         carry = x if self.shortcut is None else self.shortcut(a)
         return carry + self.drop_path(self.gate.residual(a, carry, f))
@@ -321,9 +321,9 @@ class DenseLayer(_Branch):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.order is Order.PRE:
-            new = self._pre_chain(F.relu(self.bn1(x)))
+            new = self._pre_chain(F.relu(self.bn1(x), inplace=True))
         else:
-            new = F.relu(self._post_chain(x))
+            new = F.relu(self._post_chain(x), inplace=True)
         return torch.cat([x, self.drop_path(new)], 1)
 
 
@@ -345,9 +345,9 @@ class Transition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.order is Order.PRE:
-            x = self.conv(F.relu(self.bn(x)))
+            x = self.conv(F.relu(self.bn(x), inplace=True))
         else:
-            x = F.relu(self.bn(self.conv(x)))
+            x = F.relu(self.bn(self.conv(x)), inplace=True)
         return self.pool(x) if self.pool is not None else x
 
 
@@ -380,5 +380,5 @@ class Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
-            x = F.relu(self.norm(x))
+            x = F.relu(self.norm(x), inplace=True)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -126,9 +126,16 @@ def count(arch: Arch, *, resolution: int = 224, num_classes: int = 1000, in_chan
         raise ValueError(f"resolution: {resolution!r} must be an integer >= {MIN_RESOLUTION}")
     cost, h, w = Stem.cost(arch.stem, in_channels, arch.stem_width, arch.order, resolution, resolution)
     plan, channels = _plan(arch)
+    # Blocks after a residual stage's first are identical up to survival_prob, which costs nothing in
+    # eval mode: price each distinct block once (a search screens thousands of deep candidates).
+    seen: dict[tuple[Any, ...], tuple[Cost, int, int]] = {}
     for stage in plan:
         parts = ([stage.transition] if stage.transition else []) + stage.blocks
         for part in parts:
-            c, h, w = part.cls.cost(**part.kwargs, h=h, w=w)
+            key = (part.cls, h, w, *(v for k, v in part.kwargs.items() if k != "survival_prob"))
+            priced = seen.get(key)
+            if priced is None:
+                priced = seen[key] = part.cls.cost(**part.kwargs, h=h, w=w)
+            c, h, w = priced
             cost += c
     return cost + Head.cost(channels, num_classes, arch.order is Order.PRE, h, w)

@@ -56,6 +56,15 @@ class DeviceName(str, enum.Enum):
     CUDA = "cuda"
 
 
+class Backend(str, enum.Enum):
+    OPTUNA = "optuna"  # trials one after another in this process
+    RAY = "ray"  # Ray Tune trials on a local Ray instance or a cluster (resnas._ray)
+
+
+# The flags that only the Ray backend reads.
+RAY_ONLY = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent")
+
+
 # After this many budget rejections in a row the sampler is not finding the feasible region.
 MAX_CONSECUTIVE_REJECTIONS = 5000
 # After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
@@ -91,11 +100,17 @@ class SearchConfig:
     device: DeviceName = DeviceName.AUTO
     keep_top: int = 3
     timeout: float | None = None
+    backend: Backend = Backend.OPTUNA
+    # Ray only: the cluster to attach to (None: start a local instance), resources per trial, trials at once.
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
     command: str = ""
 
     def __post_init__(self) -> None:
         for name, kind in (("sampler", SamplerName), ("pruner", PrunerName), ("objectives", Objectives),
-                           ("device", DeviceName)):
+                           ("device", DeviceName), ("backend", Backend)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         for name in ("trials", "epochs", "batch_size", "keep_top"):
             value = getattr(self, name)
@@ -114,6 +129,22 @@ class SearchConfig:
         if self.train_resolution is not None and self.train_resolution < 32:
             raise UserError(f"--train-resolution must be at least 32 (resnas networks need it), got "
                             f"{self.train_resolution}")
+        self._check_ray_flags()
+
+    def _check_ray_flags(self) -> None:
+        given = [name for name in RAY_ONLY if getattr(self, name) is not None]
+        if given and self.backend is not Backend.RAY:
+            raise UserError(f"--{given[0].replace('_', '-')} needs --backend ray")
+        if self.cpus_per_trial is not None and not self.cpus_per_trial > 0:
+            raise UserError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
+        if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial <= 1:
+            raise UserError(f"--gpus-per-trial must be in [0, 1] (a trial trains on one device; a fraction "
+                            f"shares a GPU), got {self.gpus_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserError(f"--max-concurrent must be at least 1, got {self.max_concurrent}")
+        if self.address is not None and self.address.startswith(("http://", "https://")):
+            raise UserError(f"--address {self.address} is a dashboard URL: give the cluster's HOST:PORT (6379 by "
+                            "default) or auto; the dashboard is for `resnas submit` and `resnas jobs`")
 
     @property
     def multi_objective(self) -> bool:
@@ -208,12 +239,17 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
 
 
+def storage_url(cfg: SearchConfig, out: Path) -> str:
+    """The study's Optuna storage: --storage, else study.db in the run folder."""
+    return cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+
 def open_study(cfg: SearchConfig, out: Path, fingerprint: dict[str, Any], sampler_seed: int) -> optuna.Study:
     """Create or load the study; refuse to resume one made with different settings."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = storage_url(cfg, out)
     directions = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
     try:
         study = optuna.create_study(
@@ -436,6 +472,10 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
     """
     import optuna
 
+    if cfg.backend is Backend.RAY:
+        from resnas._ray import search as search_on_ray
+
+        return search_on_ray(cfg, report)
     out = Path(cfg.out)
     _run.prepare_out_dir(out)
     space, space_text = load_space(cfg.space)

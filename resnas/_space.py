@@ -56,6 +56,8 @@ class RandomSuggester:
 
 
 class _Cost(Protocol):
+    """What `CountFn` returns: anything with integer `flops` (resnas.Cost)."""
+
     @property
     def flops(self) -> int: ...
 
@@ -357,6 +359,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _load_yaml(path: Path) -> Any:
+    """The parsed file; a missing file or bad YAML is a one-line ValueError with the line number."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -758,6 +761,7 @@ class SearchSpace:
         return self._extreme(count or _default_count(), lowest=False)[0]
 
     def _extreme(self, count: CountFn, lowest: bool) -> tuple[int, Arch, int]:
+        """The lowest (or highest) FLOPs, an Arch with them, and how many corner Archs were counted."""
         def options(dim: Dimension) -> Sequence[Any]:
             if dim.trend is FlopsTrend.KIND:
                 return dim.domain.options()

@@ -16,21 +16,27 @@ SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 SPACE_FILES = ("resnet_family.yaml", "cifar_family.yaml")
 
 
-def _sample(space_file: str, n: int, seed: int, max_params: int | None = None) -> list[Arch]:
+def _sample(space_file: str, n: int, seed: int, max_params: int, max_flops: int, max_blocks: int) -> list[Arch]:
+    """n seeded samples of the space, drawn again while over the size caps (fvcore runs a real forward)."""
     space = SearchSpace.from_yaml(SPACES / space_file)
     rng = random.Random(seed)
     archs: list[Arch] = []
     while len(archs) < n:
         arch = space.sample(rng)
-        if max_params is None or resnas.count(arch, resolution=32).params <= max_params:
+        cost = resnas.count(arch, resolution=32)
+        if cost.params <= max_params and cost.flops <= max_flops and arch.num_blocks <= max_blocks:
             archs.append(arch)
     return archs
 
 
-# Cost exactness is cheap per network (built on the meta device, no weight init), so sweep many.
-SWEEP = [(f, i, a) for f in SPACE_FILES for i, a in enumerate(_sample(f, 110, seed=1234))]
-# Training contracts need real weights and a backward pass: fewer, capped at 15M parameters.
-TRAINABLE = [(f, i, a) for f in SPACE_FILES for i, a in enumerate(_sample(f, 12, seed=99, max_params=15_000_000))]
+# Cost exactness: many architectures, built on the meta device (no weight init), up to mid-size.
+SWEEP = [(f, i, a) for f in SPACE_FILES
+         for i, a in enumerate(_sample(f, 110, seed=1234, max_params=40_000_000, max_flops=400_000_000,
+                                       max_blocks=60))]
+# Training contracts need real weights and a backward pass: fewer and smaller.
+TRAINABLE = [(f, i, a) for f in SPACE_FILES
+             for i, a in enumerate(_sample(f, 12, seed=99, max_params=10_000_000, max_flops=150_000_000,
+                                           max_blocks=40))]
 
 
 def _build_uninitialised(arch: Arch, num_classes: int, in_channels: int) -> torch.nn.Module:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from resnas._run import TrialRecord, TrialState, pareto_front, ranked
-from resnas._search import DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
+from resnas._search import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
 
 DEFAULT_SPACE = "search_spaces/resnet_family.yaml"
 
@@ -136,6 +136,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, study=args.study, storage=args.storage,
         sampler=SamplerName(args.sampler), pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives),
         device=DeviceName(args.device), keep_top=args.keep_top, timeout=args.timeout,
+        backend=Backend(args.backend), address=args.address, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
     )
 
@@ -192,6 +194,16 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName])
     p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
     p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
+    ray = p.add_argument_group("Ray (--backend ray)")
+    ray.add_argument("--backend", default="optuna", choices=[b.value for b in Backend],
+                     help="optuna: one trial after another in this process (default); ray: Ray Tune trials in "
+                          "parallel, on a local Ray instance or on a cluster (--address)")
+    ray.add_argument("--address", help="attach to a running Ray cluster: auto, or the head's HOST:PORT (default: "
+                                       "start a local Ray instance for this search)")
+    ray.add_argument("--cpus-per-trial", type=float, help="CPUs each trial reserves (default 1)")
+    ray.add_argument("--gpus-per-trial", type=float,
+                     help="GPUs each trial reserves, a fraction shares one (default 0: trials train on CPU)")
+    ray.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,171 @@
+"""`resnas export RUN_DIR [--top K | --trial N]` or `--arch NAME_OR_ARCH_JSON`: networks as standalone folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from resnas._arch import Arch
+from resnas._commands.count import resolve_arch
+from resnas._errors import UserError
+from resnas._run import TrialState, prepare_out_dir, read_run, read_trials_csv, weights_path
+
+
+def _arch(row: dict[str, str], key: str) -> Arch | None:
+    """The Arch in column `key` of a trials.csv row, or None where the column is empty."""
+    text = row.get(key) or ""
+    return Arch.from_dict(json.loads(text)) if text else None
+
+
+def _numbers(rows: list[dict[str, str]]) -> str:
+    return ", ".join(r["number"] for r in rows) or "none"
+
+
+def _select(run_dir: Path, top: int | None, trial: int | None) -> list[dict[str, str]]:
+    """trials.csv rows to export: trial N, or the `top` best complete trials whose weights were kept."""
+    try:
+        rows = read_trials_csv(run_dir)
+    except FileNotFoundError:
+        rows = []  # the search has not finished a trial yet
+    complete = [r for r in rows if r["state"] == TrialState.COMPLETE and r["val_accuracy"]]
+    if not complete:
+        raise UserError(f"{run_dir} has no complete trial yet, so no trained network to export; "
+                        "let the search finish a trial, or export an untrained network with --arch")
+    # Best validation accuracy first, fewer FLOPs breaking ties: the order of resnas._run.ranked.
+    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
+    kept = [r for r in complete if weights_path(run_dir, int(r["number"])).is_file()]
+    if trial is not None:
+        row = next((r for r in rows if int(r["number"]) == trial), None)
+        if row is None:
+            raise UserError(f"{run_dir} has no trial {trial}; its trials are numbered 0 to {len(rows) - 1}")
+        if row not in kept:
+            raise UserError(f"trial {trial} ({row['state']}) has no kept weights in {run_dir}; trials with "
+                            f"weights: {_numbers(kept)} (a search keeps its --keep-top best and its Pareto front)")
+        return [row]
+    if top is not None and top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    if not kept:
+        raise UserError(f"no complete trial of {run_dir} has kept weights (complete: {_numbers(complete)})")
+    return kept[: top or 1]
+
+
+def _card(run: dict[str, Any], run_dir: Path, row: dict[str, str], searched: Arch) -> dict[str, Any]:
+    """The card facts of one trial, from run.json and its trials.csv row."""
+    settings = run.get("settings", {})
+    card: dict[str, Any] = {
+        "title": f"Trial {row['number']} of run {run_dir.resolve().name}",
+        "trial": int(row["number"]),
+        "val_accuracy": float(row["val_accuracy"]),
+        "data": run.get("data"),
+        "proxy_width": run.get("proxy_width"),
+        "deployment_input": run.get("deployment_input"),
+        "training_input": run.get("training_input"),
+        "searched_arch": searched,
+    }
+    for key in ("dataset", "epochs", "train_samples", "val_samples", "batch_size", "lr", "command"):
+        card[key] = settings.get(key)
+    return {k: v for k, v in card.items() if v not in (None, "")}
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from resnas._export import export
+
+    if args.top is not None and args.trial is not None:
+        raise UserError("give --top K or --trial N, not both")
+    for flag in ("classes", "in_channels", "resolution"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} applies to --arch exports; a run's networks keep the "
+                            "input they were trained on")
+    run_dir = Path(args.run)
+    run = read_run(run_dir)
+    training = run.get("training_input")
+    if not training:
+        raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels); "
+                        "it was written by an older resnas: rerun the search")
+    selected = _select(run_dir, args.top, args.trial)
+    out = Path(args.out) if args.out else run_dir / "export"
+    prepare_out_dir(out)
+    for row in selected:
+        number = int(row["number"])
+        searched = _arch(row, "arch")
+        if searched is None:
+            raise UserError(f"trial {number} in {run_dir}/trials.csv has no arch")
+        # Rows without trained_arch come from runs that recorded only the proxy width.
+        trained = _arch(row, "trained_arch") or searched.narrowed(float(run.get("proxy_width", 1.0)))
+        path = weights_path(run_dir, number)
+        state = _load_weights(path)
+        folder = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
+                        in_channels=training["channels"], resolution=training["resolution"],
+                        card=_card(run, run_dir, row, searched))  # type: ignore[arg-type]
+        print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {folder}")
+    if args.top is not None and len(selected) < args.top:
+        print(f"only {len(selected)} complete trial(s) have kept weights; exported those")
+    return 0
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                        "the file is damaged") from None
+    return state
+
+
+def _export_arch(args: argparse.Namespace) -> int:
+    from resnas._export import export
+
+    if args.top is not None or args.trial is not None:
+        raise UserError("--top and --trial choose trials of a run; with --arch there is one untrained network")
+    if not args.out:
+        raise UserError("--arch needs --out DIR: the folder to write the network to")
+    arch, entry = resolve_arch(args.arch)
+    out = Path(args.out)
+    prepare_out_dir(out)
+    if entry is not None:
+        card = {"title": f"{args.arch} (untrained)", "source": entry.source}
+    elif Path(args.arch).is_file():
+        card = {"title": f"{Path(args.arch).name} (untrained)"}
+    else:
+        card = {"title": "An untrained network from an arch JSON"}
+    folder = export(arch, None, out, num_classes=args.classes or (entry.num_classes if entry else 1000),
+                    in_channels=args.in_channels or 3,
+                    resolution=args.resolution or (entry.resolution if entry else 224),
+                    card=card)  # type: ignore[arg-type]
+    print(f"untrained {args.arch if entry else 'network'} -> {folder}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.run and args.arch:
+        raise UserError("give either RUN_DIR (trained networks of a search) or --arch (an untrained network), "
+                        "not both")
+    if args.run:
+        return _export_run(args)
+    if args.arch:
+        return _export_arch(args)
+    raise UserError("nothing to export: give a RUN_DIR (a search's --out folder) or --arch NAME_OR_ARCH_JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="write networks as standalone folders (model.py, weights, model.pt2, card)",
+        description="Write trained networks of a search run (or an untrained --arch) as folders that need only "
+                    "PyTorch: model.py, weights.pt, arch.json, model.pt2 (torch.export) and card.md.")
+    p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a search's --out folder")
+    p.add_argument("--top", type=int, metavar="K", help="the K best complete trials with kept weights (default 1)")
+    p.add_argument("--trial", type=int, metavar="N", help="trial number N")
+    p.add_argument("--arch", metavar="NAME_OR_ARCH_JSON",
+                   help="instead of a run: a zoo name, an arch JSON string or file, exported untrained")
+    p.add_argument("--out", help="where to write: RUN_DIR's default is RUN_DIR/export, one trial_NNNN/ per network; "
+                                 "with --arch the network's folder itself")
+    p.add_argument("--classes", type=int, help="--arch: classifier outputs (default: the zoo entry's, else 1000)")
+    p.add_argument("--in-channels", type=int, help="--arch: input channels (default 3)")
+    p.add_argument("--resolution", type=int,
+                   help="--arch: input size of model.pt2 and the card's costs (default: the zoo entry's, else 224)")
+    p.set_defaults(func=_run)
