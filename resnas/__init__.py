@@ -22,6 +22,8 @@ __all__ = [
     "Survival",
     "build",
     "count",
+    "export",
+    "load",
     "parse_budget",
     "zoo",
 ]
@@ -30,6 +32,8 @@ __all__ = [
 _LAZY = {
     "SearchSpace": ("resnas._space", "SearchSpace"),
     "parse_budget": ("resnas._budget", "parse_budget"),
+    "export": ("resnas._export", "export"),
+    "load": ("resnas._export", "load"),
 }
 
 

@@ -21,9 +21,10 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -157,8 +158,8 @@ class HighwayGate(nn.Conv2d):
 
 _SURVIVAL_PROBS = '''\
 def survival_probs(num_blocks: int) -> list[float]:
-    """Stochastic depth, linear decay: block l of L survives with 1 - (l / L)(1 - SURVIVAL_PROB)."""
-    return [1.0 - (l / num_blocks) * (1.0 - SURVIVAL_PROB) for l in range(1, num_blocks + 1)]
+    """Stochastic depth, linear decay: block i of L survives with 1 - (i / L)(1 - SURVIVAL_PROB)."""
+    return [1.0 - (i / num_blocks) * (1.0 - SURVIVAL_PROB) for i in range(1, num_blocks + 1)]
 '''
 
 _LOAD = '''\
@@ -174,15 +175,20 @@ def load(folder: str | Path | None = None) -> Model:
 '''
 
 
-def _class(name: str, doc: str, params: str, init: list[str], forward: list[str], base: str = "nn.Module") -> str:
-    """A module class: `__init__(self, params)` running `init`, `forward(self, x)` running `forward`."""
-    summary, _, details = doc.partition("\n")
-    lines = [f"class {name}({base}):", f'    """{summary}']
-    body = [textwrap.fill(paragraph, width=96) if paragraph else "" for paragraph in details.split("\n")]
-    lines += [f"    {line}".rstrip() for line in "\n".join(body).splitlines()] + (['    """'] if details else [])
-    lines[-1] += "" if details else '"""'
-    lines += ["",
-             f"    def __init__(self, {params}) -> None:", "        super().__init__()"]
+def _class(name: str, doc: str, params: str, init: list[str], forward: list[str],
+           base: str = "nn.Module") -> str:
+    """A module class: `__init__(self, params)` running `init`, `forward(self, x)` running `forward`.
+
+    `doc` is the docstring: a summary line, optionally a blank line and one paragraph (wrapped here).
+    """
+    summary, _, details = doc.partition("\n\n")
+    lines = [f"class {name}({base}):"]
+    if details:
+        lines += [f'    """{summary}', ""]
+        lines += [f"    {line}" for line in textwrap.wrap(details, 96)] + ['    """']
+    else:
+        lines.append(f'    """{summary}"""')
+    lines += ["", f"    def __init__(self, {params}) -> None:", "        super().__init__()"]
     lines += [f"        {line}" for line in init]
     lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
     lines += [f"        {line}" for line in forward]
@@ -190,7 +196,7 @@ def _class(name: str, doc: str, params: str, init: list[str], forward: list[str]
 
 
 def _conv(cin: str, cout: str, kernel: int, stride: str = "1", groups: str | None = None) -> str:
-    """`nn.Conv2d(...)` source for resnas's `conv`: padding kernel // 2, no bias, written as briefly as a person would."""
+    """`nn.Conv2d(...)` of resnas's `conv` (padding kernel // 2, no bias), written as a person would."""
     pad = kernel // 2
     args = [cin, cout, str(kernel)]
     if stride != "1":
@@ -237,7 +243,8 @@ def _stem(arch: Arch) -> str:
     """resnas._blocks.Stem for this arch's kind and order."""
     imagenet = arch.stem is Stem.IMAGENET
     norm = imagenet or arch.order is Order.POST
-    init = [f"self.conv = {_conv('in_channels', 'width', 7, '2') if imagenet else _conv('in_channels', 'width', 3)}"]
+    conv = _conv("in_channels", "width", 7, "2") if imagenet else _conv("in_channels", "width", 3)
+    init = [f"self.conv = {conv}"]
     out = "self.conv(x)"
     if norm:
         init.append("self.bn = nn.BatchNorm2d(width)")
@@ -266,7 +273,7 @@ def _projection(order: Order) -> str:
 
 
 def _residual_block(arch: Arch, projection: str, drop_path: bool) -> str:
-    """resnas._blocks.PostActBlock / PreActBlock; `projection` is "none", "some" or "all" (of the net's blocks)."""
+    """resnas._blocks.PostActBlock / PreActBlock; `projection`: "none", "some" or "all" blocks have one."""
     pre = arch.order is Order.PRE
     groups = "GROUPS" if arch.cardinality > 1 else None
     convs: list[_ConvSource]
@@ -281,7 +288,8 @@ def _residual_block(arch: Arch, projection: str, drop_path: bool) -> str:
     if arch.dropout > 0:
         init.append("self.dropout = nn.Dropout(DROPOUT)")
     if projection == "some":
-        init.append(f"self.shortcut = Projection(cin, {out}, stride) if stride != 1 or cin != {out} else None")
+        init.append(f"self.shortcut = Projection(cin, {out}, stride) "
+                    f"if stride != 1 or cin != {out} else None")
     elif projection == "all":
         init.append(f"self.shortcut = Projection(cin, {out}, stride)")
     if arch.shortcut is Shortcut.GATED:
@@ -328,7 +336,8 @@ def _dense_layer(arch: Arch, drop_path: bool) -> str:
         convs = [("cin", "GROWTH_RATE", 3, "1", None)]
     else:
         groups = "GROUPS" if arch.cardinality > 1 else None
-        convs = [("cin", "BOTTLENECK_WIDTH", 1, "1", None), ("BOTTLENECK_WIDTH", "GROWTH_RATE", 3, "1", groups)]
+        convs = [("cin", "BOTTLENECK_WIDTH", 1, "1", None),
+                 ("BOTTLENECK_WIDTH", "GROWTH_RATE", 3, "1", groups)]
     params = "cin: int"
     init = _conv_layers(convs, arch.order)
     if arch.dropout > 0:
@@ -350,11 +359,12 @@ def _transition(order: Order, always_pool: bool) -> str:
             "self.conv = nn.Conv2d(cin, cout, 1, bias=False)",
             "self.pool = nn.AvgPool2d(stride)" if always_pool else
             "self.pool = nn.AvgPool2d(stride) if stride > 1 else None"]
-    forward = ["x = self.conv(F.relu(self.bn(x)))" if order is Order.PRE else "x = F.relu(self.bn(self.conv(x)))",
+    forward = ["x = self.conv(F.relu(self.bn(x)))" if order is Order.PRE
+               else "x = F.relu(self.bn(self.conv(x)))",
                "return self.pool(x)" if always_pool else "return x if self.pool is None else self.pool(x)"]
     kind = "BN-ReLU-conv1x1" if order is Order.PRE else "conv1x1-BN-ReLU"
-    return _class("Transition", f"Between dense stages: {kind} to fewer channels, then average-pool by the stride.",
-                  "cin: int, cout: int, stride: int", init, forward)
+    doc = f"Between dense stages: {kind} to fewer channels, then average-pool by the stride."
+    return _class("Transition", doc, "cin: int, cout: int, stride: int", init, forward)
 
 
 def _stage(transitions: bool) -> str:
@@ -387,7 +397,7 @@ def _table(rows: list[Any]) -> str:
 
 
 def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str) -> str:
-    """model.py for `arch`: only the classes it uses, a per-stage table, `Model` and `load()`; imports torch only."""
+    """model.py of `arch`: the classes it uses, a per-stage table, `Model`, `load()`; imports torch only."""
     plan, _ = _plan(arch)
     dense = arch.shortcut is Shortcut.DENSE
     probs = arch.survival_probs()
@@ -395,19 +405,21 @@ def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str) 
     linear = drop_path and arch.survival is Survival.LINEAR
     block = "DenseLayer" if dense else ("PreActBlock" if arch.order is Order.PRE else "PostActBlock")
 
-    consts = [f"IN_CHANNELS = {in_channels}", f"NUM_CLASSES = {num_classes}", f"STEM_WIDTH = {arch.stem_width}"]
+    unit = "layer" if dense else "block"
+    consts = [f"IN_CHANNELS = {in_channels}", f"NUM_CLASSES = {num_classes}",
+              f"STEM_WIDTH = {arch.stem_width}"]
     if dense:
         consts.append(f"GROWTH_RATE = {arch.growth_rate}  # channels each dense layer adds")
         if arch.block is Block.BOTTLENECK:
             consts.append(f"BOTTLENECK_WIDTH = {(arch.bottleneck_size or 0) * (arch.growth_rate or 0)}  "
                           f"# each layer's 1x1 conv: {arch.bottleneck_size} x the growth rate")
     if arch.cardinality > 1:
-        consts.append(f"GROUPS = {arch.cardinality}  # groups of each {'layer' if dense else 'block'}'s 3x3 conv")
+        consts.append(f"GROUPS = {arch.cardinality}  # groups of each {unit}'s 3x3 conv")
     if arch.dropout > 0:
-        consts.append(f"DROPOUT = {arch.dropout!r}  # before each {'layer' if dense else 'block'}'s last conv")
+        consts.append(f"DROPOUT = {arch.dropout!r}  # before each {unit}'s last conv")
     if drop_path:
         consts.append(f"SURVIVAL_PROB = {arch.survival_prob!r}  # stochastic depth: "
-                      + ("the last block survives with this, the first with ~1" if linear
+                      + ("the last block's survival probability" if linear
                          else "every block survives with this"))
 
     transitions = [s.transition for s in plan if s.transition is not None]
@@ -424,12 +436,15 @@ def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str) 
         consts.append("# One row per stage: blocks, stride of its first block, width.")
         rows = [(len(s.blocks), s.blocks[0].kwargs["stride"], s.blocks[0].kwargs["out"]) for s in plan]
     else:
-        consts.append("# One row per stage: blocks, stride of its first block, inner (3x3) width, output width.")
+        consts.append("# One row per stage: blocks, stride of its first block, inner (3x3) width, "
+                      "output width.")
         rows = [(len(s.blocks), s.blocks[0].kwargs["stride"], s.blocks[0].kwargs["inner"],
                  s.blocks[0].kwargs["out"]) for s in plan]
     consts.append(_table(rows))
 
-    parts = [_HEADER.format(title=title, description=textwrap.fill(_sentence(arch), width=100))
+    # The title comes from outside (a run folder's name): it must neither end the docstring nor escape.
+    heading = " ".join(title.split()).replace("\\", "/").replace('"""', "'''")
+    parts = [_HEADER.format(title=heading, description=textwrap.fill(_sentence(arch), width=100))
              + "\n" + "\n".join(consts) + "\n"]
     if linear:
         parts.append(_SURVIVAL_PROBS)
@@ -441,7 +456,8 @@ def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str) 
         if transitions:
             parts.append(_transition(arch.order, all(t.kwargs["stride"] > 1 for t in transitions)))
     else:
-        needs = [b.kwargs["stride"] != 1 or b.kwargs["cin"] != b.kwargs["out"] for s in plan for b in s.blocks]
+        needs = [b.kwargs["stride"] != 1 or b.kwargs["cin"] != b.kwargs["out"]
+                 for s in plan for b in s.blocks]
         projection = "all" if all(needs) else "some" if any(needs) else "none"
         if projection != "none":
             parts.append(_projection(arch.order))
@@ -491,12 +507,15 @@ def _model(arch: Arch, block: str, dense: bool, transitions: bool, drop_path: bo
                  f"        blocks.append({block}(channels, {widths}, stride if i == 0 else 1{prob}))",
                  f"        channels = {out}",
                  "    stages.append(Stage(blocks))"]
-    init += ["self.stages = nn.Sequential(*stages)", "self.head = Head(channels, num_classes)", "self._init_weights()"]
-    source = _class("Model", f"Stem, {len(arch.stages)} stage{'s' * (len(arch.stages) > 1)} of {block}s, head.",
+    init += ["self.stages = nn.Sequential(*stages)", "self.head = Head(channels, num_classes)",
+             "self._init_weights()"]
+    stages = f"{len(arch.stages)} stage{'s' * (len(arch.stages) > 1)}"
+    source = _class("Model", f"Stem, {stages} of {block}s, head.",
                     "num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS", init,
                     ["return self.head(self.stages(self.stem(x)))"])
-    conv_test = ("isinstance(m, nn.Conv2d) and not isinstance(m, HighwayGate)" if arch.shortcut is Shortcut.GATED
-                 else "isinstance(m, nn.Conv2d)")
+    conv_test = "isinstance(m, nn.Conv2d)"
+    if arch.shortcut is Shortcut.GATED:  # a gate keeps its own initialisation (reset_parameters)
+        conv_test += " and not isinstance(m, HighwayGate)"
     init_weights = [
         "",
         "    def _init_weights(self) -> None:",
@@ -511,7 +530,8 @@ def _model(arch: Arch, block: str, dense: bool, transitions: bool, drop_path: bo
     if arch.order is Order.POST and arch.shortcut is Shortcut.IDENTITY:
         last = 2 if arch.block is Block.BASIC else 3
         init_weights += [
-            "        # Each block's last BN starts at zero, so a new block is the identity (Goyal et al. 2017).",
+            "        # A new block starts as the identity: its last BN scales the branch by zero",
+            "        # (Goyal et al. 2017).",
             "        for m in self.modules():",
             "            if isinstance(m, PostActBlock):",
             f"                nn.init.zeros_(m.bn{last}.weight)",
@@ -565,17 +585,20 @@ def _program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedPr
     return program
 
 
-def _cost_row(label: str, arch: Arch, resolution: int, channels: int, classes: int) -> str:
+def _cost_row(network: str, which: str, arch: Arch, resolution: int, channels: int, classes: int) -> str:
+    """A card.md table row: `resnas.count` of `arch` at one input."""
     cost = count(arch, resolution=resolution, num_classes=classes, in_channels=channels)
-    return (f"| {label} | {channels}x{resolution}x{resolution}, {classes} classes | {format_flops(cost.flops)} "
-            f"({cost.flops:,}) | {cost.macs / 1e9:.3f} G | {cost.params / 1e6:.3f} M |")
+    return (f"| {network} | {which}{channels}x{resolution}x{resolution}, {classes} classes | "
+            f"{format_flops(cost.flops)} ({cost.flops:,}) | {cost.macs / 1e9:.3f} G | "
+            f"{cost.params / 1e6:.3f} M |")
 
 
 def _card(arch: Arch, card: Card, folder: Path, *, num_classes: int, in_channels: int, resolution: int,
           trained: bool, pt2: bool) -> str:
     """card.md: what the folder holds, its costs, its training and how to load it."""
     searched = card.get("searched_arch")
-    narrowed = searched is not None and searched != arch
+    if searched == arch:
+        searched = None  # not narrowed: one network
     title = card.get("title", "A network exported by resnas")
     lines = [f"# {title}", "", _sentence(arch) + ".", ""]
     if "source" in card:
@@ -588,35 +611,30 @@ def _card(arch: Arch, card: Card, folder: Path, *, num_classes: int, in_channels
         facts.append(("trial", str(card["trial"])))
     if "dataset" in card:
         facts.append(("dataset", card["dataset"] + (f": {_scrub(card['data'])}" if "data" in card else "")))
-    facts.append(("input", f"{in_channels}x{resolution}x{resolution} (any batch size; model.py takes any size "
-                           f">= {MIN_RESOLUTION}), {num_classes} classes"))
+    facts.append(("input", f"{in_channels}x{resolution}x{resolution}, {num_classes} classes ("
+                  + (f"{PROGRAM_FILE}: any batch size at this size; " if pt2 else "")
+                  + f"{MODEL_FILE}: any size >= {MIN_RESOLUTION})"))
     facts.append(("weights", f"{WEIGHTS_FILE}: the trained state dict" if trained else
                   "none: an untrained export (Model() is freshly initialised"
                   + (f"; {PROGRAM_FILE} holds a random initialisation, for timing only)" if pt2 else ")")))
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts] + [""]
 
-    lines += ["## Cost", "", "| network | input | FLOPs (fvcore) | MACs | params |", "|---|---|---|---|---|"]
-    rows = [("this network", arch, resolution, in_channels, num_classes)]
+    lines += ["## Cost", "", "| network | input | FLOPs (fvcore) | MACs | params |", "|---|---|---|---|---|",
+              _cost_row("this network", "training: " if "training_input" in card else "", arch, resolution,
+                        in_channels, num_classes)]
     deploy = card.get("deployment_input")
     if deploy is not None:
-        rows.append(("this network", arch, deploy["resolution"], in_channels, num_classes))
-        rows.append(("searched network (the budget's)" if narrowed else "this network",
-                     searched if narrowed and searched is not None else arch,
-                     deploy["resolution"], deploy["channels"], deploy["classes"]))
-    seen = set()
-    for row in rows:
-        key = (row[1].to_json(),) + row[2:]
-        if key not in seen:
-            seen.add(key)
-            lines.append(_cost_row(*row))
-    lines += ["", "FLOPs follow fvcore's count (one per multiply-add, the unit of resnas budgets); MACs count "
-              "conv and linear multiply-adds." + (f" The budget refers to the deployment input "
-                                                   f"{deploy['channels']}x{deploy['resolution']}x"
-                                                   f"{deploy['resolution']}, {deploy['classes']} classes."
-                                                   if deploy is not None else ""), ""]
+        if deploy["resolution"] != resolution:
+            lines.append(_cost_row("this network", "deployment resolution: ", arch, deploy["resolution"],
+                                   in_channels, num_classes))
+        lines.append(_cost_row("this network" if searched is None else "searched network",
+                               "deployment, the budget's: ", arch if searched is None else searched,
+                               deploy["resolution"], deploy["channels"], deploy["classes"]))
+    lines += ["", ("FLOPs follow fvcore's count (one per multiply-add, the unit of resnas budgets); MACs "
+                   "count conv and linear multiply-adds."), ""]
 
-    proxy = [(k.replace("_", " "), card[k]) for k in ("epochs", "train_samples", "val_samples", "batch_size", "lr")
-             if k in card]  # type: ignore[literal-required]
+    proxy = [(k.replace("_", " "), card[k])  # type: ignore[literal-required]
+             for k in ("epochs", "train_samples", "val_samples", "batch_size", "lr") if k in card]
     if proxy or "training_input" in card or "proxy_width" in card:
         lines += ["## Training proxy", ""]
         if proxy:
@@ -634,15 +652,16 @@ def _card(arch: Arch, card: Card, folder: Path, *, num_classes: int, in_channels
 
     files = [MODEL_FILE] + [WEIGHTS_FILE] * trained + [PROGRAM_FILE] * pt2
     lines += ["## Architecture", "",
-              f"{ARCH_FILE} is the network in this folder, the one {', '.join(files[:-1])} and {files[-1]} "
-              f"describe (`resnas.Arch.from_dict(json.load(open('{ARCH_FILE}')))` reads it back)."]
-    if narrowed and searched is not None:
+              (f"{ARCH_FILE} is the network in this folder, the one {', '.join(files[:-1])} and {files[-1]} "
+               f"describe (`resnas.Arch.from_dict(json.load(open('{ARCH_FILE}')))` reads it back).")]
+    if searched is not None:
         width = f" {card['proxy_width']:g}" if "proxy_width" in card else ""
-        lines += ["", f"The search chose {SEARCHED_ARCH_FILE} ({describe(searched)}). It was trained as a cheaper "
-                  f"proxy with every width scaled by the proxy width{width}: that narrowed network is the one "
-                  f"here, and {WEIGHTS_FILE} only fits it. The searched network itself has never been trained; "
-                  f"train {SEARCHED_ARCH_FILE} at full width for the accuracy its budget pays for "
-                  f"(`resnas export --arch {SEARCHED_ARCH_FILE} --out DIR` writes an untrained model.py of it)."]
+        lines += ["", (f"The search chose {SEARCHED_ARCH_FILE} ({describe(searched)}). It was trained "
+                       f"as a cheaper proxy with every width scaled by the proxy width{width}: that narrowed "
+                       f"network is the one here, and {WEIGHTS_FILE} only fits it. The searched network "
+                       f"itself has never been trained; train {SEARCHED_ARCH_FILE} at full width for the "
+                       f"accuracy its budget pays for (`resnas export --arch {SEARCHED_ARCH_FILE} --out DIR` "
+                       "writes an untrained model.py of it).")]
     lines.append("")
 
     name = folder.name
@@ -650,17 +669,19 @@ def _card(arch: Arch, card: Card, folder: Path, *, num_classes: int, in_channels
     if trained:
         lines.append("from model import load; model = load()  # in this folder; needs PyTorch only")
     else:
-        lines.append("from model import Model; model = Model()  # in this folder; needs PyTorch only; untrained")
+        lines.append("from model import Model; model = Model()  # untrained; in this folder; PyTorch only")
     lines.append(f'import resnas; model = resnas.load("{name}")  # with resnas installed'
                  + ("" if trained else f"; once a {WEIGHTS_FILE} is saved here"))
     if pt2:
-        lines.append(f'import torch; model = torch.export.load("{name}/{PROGRAM_FILE}").module()  # any batch size')
+        lines.append(f'import torch; model = torch.export.load("{name}/{PROGRAM_FILE}").module()  '
+                     "# any batch size")
     lines += ["```", ""]
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+def _json(arch: Arch) -> str:
+    """arch.json text, as the run folder's best/arch.json is written."""
+    return json.dumps(arch.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
 def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: str | os.PathLike[str], *,
@@ -672,15 +693,15 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
     row; default: the card's training input, else its deployment input, else 224. `pt2=False` skips
     model.pt2 (torch.export takes seconds to minutes on deep nets).
     """
-    card = dict(card or {})  # type: ignore[assignment]
-    unknown = sorted(set(card) - set(Card.__annotations__))
+    info: Card = card if card is not None else {}
+    unknown = sorted(set(info) - set(Card.__annotations__))
     if unknown:
         raise ValueError(f"card: unknown key {unknown[0]!r}; known: {', '.join(Card.__annotations__)}")
     if resolution is None:
-        resolution = (card.get("training_input") or card.get("deployment_input") or {}).get("resolution", 224)
+        resolution = (info.get("training_input") or info.get("deployment_input") or {}).get("resolution", 224)
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
         raise ValueError(f"resolution: {resolution!r} must be an integer >= {MIN_RESOLUTION}")
-    training = card.get("training_input")
+    training = info.get("training_input")
     if training is not None and (training["classes"], training["channels"]) != (num_classes, in_channels):
         raise ValueError(f"card: training_input has {training['classes']} classes and {training['channels']} "
                          f"channels, the network {num_classes} and {in_channels}")
@@ -695,9 +716,9 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    title = card.get("title", "A network exported by resnas")
+    title = info.get("title", "A network exported by resnas")
     source = model_source(arch, num_classes=num_classes, in_channels=in_channels, title=_scrub(title))
-    _write_text(out / MODEL_FILE, source)
+    (out / MODEL_FILE).write_text(source, encoding="utf-8")
     model = _import_model(out / MODEL_FILE).Model()
     model.load_state_dict(net.state_dict(), strict=True)
     model.eval()
@@ -708,18 +729,18 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
     # equal_nan: an untrained very deep net may overflow; model.py must then overflow the same way.
     if not torch.allclose(got, want, rtol=_MATCH_TOLERANCE, atol=_MATCH_TOLERANCE, equal_nan=True):
         diff = (want - got).abs().max().item()
-        raise RuntimeError(f"the generated {MODEL_FILE} computes other logits than resnas (max diff {diff:.3g}); "
-                           "this is a bug in resnas's export, please report it with the arch")
+        raise RuntimeError(f"the generated {MODEL_FILE} computes other logits than resnas (max diff "
+                           f"{diff:.3g}); this is a bug in resnas's export, please report it with the arch")
 
     stale = []
     if state_dict is not None:
         torch.save(net.state_dict(), out / WEIGHTS_FILE)
     else:
         stale.append(WEIGHTS_FILE)
-    _write_text(out / ARCH_FILE, json.dumps(arch.to_dict(), indent=2, sort_keys=True) + "\n")
-    searched = card.get("searched_arch")
+    (out / ARCH_FILE).write_text(_json(arch), encoding="utf-8")
+    searched = info.get("searched_arch")
     if searched is not None and searched != arch:
-        _write_text(out / SEARCHED_ARCH_FILE, json.dumps(searched.to_dict(), indent=2, sort_keys=True) + "\n")
+        (out / SEARCHED_ARCH_FILE).write_text(_json(searched), encoding="utf-8")
     else:
         stale.append(SEARCHED_ARCH_FILE)
     if pt2:
@@ -729,7 +750,7 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
     # An earlier export into the same folder must not leave files that describe another network.
     for name in stale:
         (out / name).unlink(missing_ok=True)
-    _write_text(out / CARD_FILE, _card(arch, card, out, num_classes=num_classes,  # type: ignore[arg-type]
-                                       in_channels=in_channels, resolution=resolution,
-                                       trained=state_dict is not None, pt2=pt2))
+    card_text = _card(arch, info, out, num_classes=num_classes, in_channels=in_channels,
+                      resolution=resolution, trained=state_dict is not None, pt2=pt2)
+    (out / CARD_FILE).write_text(card_text, encoding="utf-8")
     return out

@@ -1,4 +1,4 @@
-"""`resnas export RUN_DIR [--top K | --trial N]` or `--arch NAME_OR_ARCH_JSON`: networks as standalone folders."""
+"""`resnas export RUN_DIR [--top K | --trial N]`, or `--arch NAME_OR_ARCH_JSON`: networks as folders."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def _arch(row: dict[str, str], key: str) -> Arch | None:
 
 
 def _numbers(rows: list[dict[str, str]]) -> str:
+    """'3, 7, 12': the trial numbers of `rows`, or 'none'."""
     return ", ".join(r["number"] for r in rows) or "none"
 
 
@@ -43,7 +44,8 @@ def _select(run_dir: Path, top: int | None, trial: int | None) -> list[dict[str,
             raise UserError(f"{run_dir} has no trial {trial}; its trials are numbered 0 to {len(rows) - 1}")
         if row not in kept:
             raise UserError(f"trial {trial} ({row['state']}) has no kept weights in {run_dir}; trials with "
-                            f"weights: {_numbers(kept)} (a search keeps its --keep-top best and its Pareto front)")
+                            f"weights: {_numbers(kept)} (a search keeps its --keep-top best and its "
+                            "Pareto front)")
         return [row]
     if top is not None and top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
@@ -70,6 +72,18 @@ def _card(run: dict[str, Any], run_dir: Path, row: dict[str, str], searched: Arc
     return {k: v for k, v in card.items() if v not in (None, "")}
 
 
+def _load_weights(path: Path) -> dict[str, Any]:
+    """A kept state dict, or a UserError naming the damaged file."""
+    import torch
+
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                        "the file is damaged") from None
+    return state
+
+
 def _export_run(args: argparse.Namespace) -> int:
     from resnas._export import export
 
@@ -77,8 +91,8 @@ def _export_run(args: argparse.Namespace) -> int:
         raise UserError("give --top K or --trial N, not both")
     for flag in ("classes", "in_channels", "resolution"):
         if getattr(args, flag) is not None:
-            raise UserError(f"--{flag.replace('_', '-')} applies to --arch exports; a run's networks keep the "
-                            "input they were trained on")
+            raise UserError(f"--{flag.replace('_', '-')} applies to --arch exports; a run's networks keep "
+                            "the input they were trained on")
     run_dir = Path(args.run)
     run = read_run(run_dir)
     training = run.get("training_input")
@@ -95,8 +109,7 @@ def _export_run(args: argparse.Namespace) -> int:
             raise UserError(f"trial {number} in {run_dir}/trials.csv has no arch")
         # Rows without trained_arch come from runs that recorded only the proxy width.
         trained = _arch(row, "trained_arch") or searched.narrowed(float(run.get("proxy_width", 1.0)))
-        path = weights_path(run_dir, number)
-        state = _load_weights(path)
+        state = _load_weights(weights_path(run_dir, number))
         folder = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
                         in_channels=training["channels"], resolution=training["resolution"],
                         card=_card(run, run_dir, row, searched))  # type: ignore[arg-type]
@@ -106,22 +119,11 @@ def _export_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_weights(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                        "the file is damaged") from None
-    return state
-
-
 def _export_arch(args: argparse.Namespace) -> int:
     from resnas._export import export
 
     if args.top is not None or args.trial is not None:
-        raise UserError("--top and --trial choose trials of a run; with --arch there is one untrained network")
+        raise UserError("--top and --trial choose trials of a run; --arch exports one untrained network")
     if not args.out:
         raise UserError("--arch needs --out DIR: the folder to write the network to")
     arch, entry = resolve_arch(args.arch)
@@ -133,9 +135,10 @@ def _export_arch(args: argparse.Namespace) -> int:
         card = {"title": f"{Path(args.arch).name} (untrained)"}
     else:
         card = {"title": "An untrained network from an arch JSON"}
-    folder = export(arch, None, out, num_classes=args.classes or (entry.num_classes if entry else 1000),
-                    in_channels=args.in_channels or 3,
-                    resolution=args.resolution or (entry.resolution if entry else 224),
+    classes = args.classes if args.classes is not None else entry.num_classes if entry else 1000
+    resolution = args.resolution if args.resolution is not None else entry.resolution if entry else 224
+    in_channels = args.in_channels if args.in_channels is not None else 3
+    folder = export(arch, None, out, num_classes=classes, in_channels=in_channels, resolution=resolution,
                     card=card)  # type: ignore[arg-type]
     print(f"untrained {args.arch if entry else 'network'} -> {folder}")
     return 0
@@ -143,8 +146,8 @@ def _export_arch(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.run and args.arch:
-        raise UserError("give either RUN_DIR (trained networks of a search) or --arch (an untrained network), "
-                        "not both")
+        raise UserError("give either RUN_DIR (trained networks of a search) or --arch (an untrained "
+                        "network), not both")
     if args.run:
         return _export_run(args)
     if args.arch:
@@ -155,17 +158,20 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="write networks as standalone folders (model.py, weights, model.pt2, card)",
-        description="Write trained networks of a search run (or an untrained --arch) as folders that need only "
-                    "PyTorch: model.py, weights.pt, arch.json, model.pt2 (torch.export) and card.md.")
+        description="Write trained networks of a search run (or an untrained --arch) as folders that need "
+                    "only PyTorch: model.py, weights.pt, arch.json, model.pt2 (torch.export) and card.md.")
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a search's --out folder")
-    p.add_argument("--top", type=int, metavar="K", help="the K best complete trials with kept weights (default 1)")
+    p.add_argument("--top", type=int, metavar="K",
+                   help="the K best complete trials with kept weights (default 1)")
     p.add_argument("--trial", type=int, metavar="N", help="trial number N")
     p.add_argument("--arch", metavar="NAME_OR_ARCH_JSON",
                    help="instead of a run: a zoo name, an arch JSON string or file, exported untrained")
-    p.add_argument("--out", help="where to write: RUN_DIR's default is RUN_DIR/export, one trial_NNNN/ per network; "
-                                 "with --arch the network's folder itself")
-    p.add_argument("--classes", type=int, help="--arch: classifier outputs (default: the zoo entry's, else 1000)")
+    p.add_argument("--out", help="where to write (default RUN_DIR/export, one trial_NNNN/ per network); "
+                                 "with --arch, the network's folder itself")
+    p.add_argument("--classes", type=int,
+                   help="--arch: classifier outputs (default: the zoo entry's, else 1000)")
     p.add_argument("--in-channels", type=int, help="--arch: input channels (default 3)")
     p.add_argument("--resolution", type=int,
-                   help="--arch: input size of model.pt2 and the card's costs (default: the zoo entry's, else 224)")
+                   help="--arch: input size of model.pt2 and the card's costs (default: the zoo entry's, "
+                        "else 224)")
     p.set_defaults(func=_run)

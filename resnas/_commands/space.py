@@ -105,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("path", metavar="PATH",
                    help="search-space YAML file, e.g. search_spaces/resnet_family.yaml")
     p.add_argument("--budget", metavar="B", help=f"FLOP budget: {BUDGET_FORMS}")
-    p.add_argument("--samples", metavar="N", type=int, default=20000,
-                   help="architectures to sample for the FLOP distribution (default 20000; 0 skips)")
+    p.add_argument("--samples", metavar="N", type=int, default=5000,
+                   help="architectures to sample for the FLOP distribution (default 5000; 0 skips)")
     p.add_argument("--seed", metavar="S", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=_run)
