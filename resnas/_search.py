@@ -224,8 +224,9 @@ def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.sampler is SamplerName.NSGA2:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials)))
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=max(3, min(10, cfg.trials // 3)))
+    # Optuna's default of 10 random startup trials: budget rejections count among them, and fewer let TPE
+    # lock onto the first family that happened to fit.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
