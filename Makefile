@@ -10,7 +10,7 @@ DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)

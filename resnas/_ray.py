@@ -42,7 +42,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from resnas import _run
 from resnas._errors import UserError
@@ -148,39 +148,42 @@ class _Session:
     done: bool = False  # the searcher has handed out its last trial (target reached or --timeout)
     error: UserError | None = None
     trials: dict[str, Trial] = field(default_factory=dict)  # Tune's live trials by id
+    settled: dict[int, str] = field(default_factory=dict)  # the state the searcher gave each ended trial
 
     def trial_end(self, trial: Trial) -> None:
         """Keep a completed trial's weights, rewrite the run folder and report the trial."""
-        from resnas._search import records, write_outputs
+        from resnas._search import write_outputs
 
         number = _number(trial)
         self.trials.pop(trial.trial_id, None)
         if number in self.finished:
             return
-        rec = next(r for r in records(self.study, self.cfg.budget) if r.number == number)
-        if rec.state == TrialState.COMPLETE:
+        state = self.settled[number]
+        if state == TrialState.COMPLETE:
             self._keep_weights(trial, number)
         recs = write_outputs(self.study, self.cfg, self.out)
-        rec = next(r for r in recs if r.number == number)
-        trained = rec.state in TrialState.TRAINED
+        trained = state in TrialState.TRAINED
         self.report.trial_start(self.trained if trained else self.trained + 1, self.cfg.trials)
-        self.report.trial_end(rec, recs)
+        self.report.trial_end(next(r for r in recs if r.number == number), recs)
 
     def _keep_weights(self, trial: Trial, number: int) -> None:
         """Copy the model's state dict out of the trial's last checkpoint into the run folder."""
         import torch
 
         path = _run.weights_path(self.out, number)
+        checkpoint = trial.checkpoint  # a complete trial reported every epoch with one
         try:
-            with trial.checkpoint.as_directory() as folder:
+            if checkpoint is None:
+                raise FileNotFoundError("Tune has no checkpoint of it")
+            with checkpoint.as_directory() as folder:
                 state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-        except OSError as e:  # a checkpoint written to the local disk of another machine
+        except OSError as e:  # e.g. a checkpoint written to the local disk of another machine
             self.report.note(f"trial {number}: its weights are not kept ({e}); with nodes on several machines "
                              "--out must be on storage they all share")
             return
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(state["model"], tmp)
+        torch.save(dict(state["model"]), tmp)  # a plain state dict, as the Optuna backend saves
         os.replace(tmp, path)
 
 
@@ -214,7 +217,8 @@ class _BudgetedSearch(OptunaSearch):
                          storage=storage)
         self._epochs = cfg.epochs
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Searcher's annotation leaves out the Searcher.FINISHED string that its own subclasses return too.
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         """A config for a new Tune trial, None to wait for running ones, or FINISHED."""
         from resnas._search import MAX_CONSECUTIVE_REJECTIONS, worker_id
 
@@ -231,7 +235,7 @@ class _BudgetedSearch(OptunaSearch):
         if in_flight >= s.max_concurrent or s.trained + in_flight >= s.cfg.trials:
             return None
         while True:
-            config = super().suggest(trial_id)
+            config = cast(dict[str, Any], super().suggest(trial_id))  # None only without a space
             ot_trial = self._ot_trials[trial_id]
             if config[_KEY]["fits"]:
                 s.rejected_in_a_row = 0
@@ -240,9 +244,9 @@ class _BudgetedSearch(OptunaSearch):
             # Over the budget: settled now, never a Tune trial; the next ask gets a new Optuna trial.
             del self._ot_trials[trial_id]
             if isinstance(self.metric, list):  # NSGA-II learns from complete trials only; the constraint ranks it last
-                self._ot_study.tell(ot_trial, [0.0, float(config[_KEY]["flops"])])
+                ot_trial.study.tell(ot_trial, [0.0, float(config[_KEY]["flops"])])
             else:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                ot_trial.study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             s.rejected_in_a_row += 1
             if s.rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
                 s.error = UserError(f"{s.rejected_in_a_row} samples in a row were over the budget: the sampler "
@@ -273,10 +277,12 @@ class _BudgetedSearch(OptunaSearch):
         if "epoch" in result:
             _record_epoch(ot_trial, result)
         if error or "failed" in result:
-            reason = _error_reason(s.trials.get(trial_id)) if error else result["failed"]
+            reason = (f"Ray error after {MAX_TRIAL_FAILURES} retries: {_error_line(s.trials.get(trial_id))}"
+                      if error else result["failed"])
             ot_trial.set_user_attr("state", TrialState.FAILED)
             ot_trial.set_user_attr("reason", reason[:300])
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            ot_trial.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            s.settled[ot_trial.number] = TrialState.FAILED
             s.failed_in_a_row += 1
             if s.failed_in_a_row >= MAX_CONSECUTIVE_FAILURES:
                 s.error = UserError(f"{s.failed_in_a_row} candidates in a row failed (last: {reason}); check "
@@ -286,11 +292,13 @@ class _BudgetedSearch(OptunaSearch):
         s.failed_in_a_row = 0
         if result.get("epoch", 0) < self._epochs:
             ot_trial.set_user_attr("state", TrialState.PRUNED)
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            ot_trial.study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            s.settled[ot_trial.number] = TrialState.PRUNED
         else:
             ot_trial.set_user_attr("state", TrialState.COMPLETE)
             accuracy = result[METRIC]
-            self._ot_study.tell(ot_trial, [accuracy, result["flops"]] if isinstance(self.metric, list) else accuracy)
+            ot_trial.study.tell(ot_trial, [accuracy, result["flops"]] if isinstance(self.metric, list) else accuracy)
+            s.settled[ot_trial.number] = TrialState.COMPLETE
         s.trained += 1
 
     def restore(self, checkpoint_path: str) -> None:
@@ -320,12 +328,11 @@ def _record_epoch(ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
         ot_trial.set_user_attr("resumed_from_epoch", result["start_epoch"])
 
 
-def _error_reason(trial: Trial | None) -> str:
+def _error_line(trial: Trial | None) -> str:
     """The exception line of a trial's last Ray error (its worker died, an import failed, ...)."""
-    text = (trial.get_error() if trial is not None else None) or ""
+    text = str(trial.get_error() or "") if trial is not None else ""  # the error file's text
     lines = [ln.strip() for ln in text.splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", ln.strip())]
-    detail = lines[-1] if lines else "unknown error"
-    return f"Ray error after {MAX_TRIAL_FAILURES} retries: {detail}"
+    return lines[-1] if lines else "unknown error"
 
 
 class _Progress(tune.Callback):
@@ -338,6 +345,10 @@ class _Progress(tune.Callback):
                         **info: Any) -> None:
         if "epoch" in result:
             _active().report.epoch(_number(trial), result["epoch"], result[METRIC])
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        _active().report.note(f"trial #{_number(trial)}: {_error_line(trial)}; retrying from its last checkpoint "
+                              f"(retry {trial.num_failures} of {MAX_TRIAL_FAILURES})")
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         _active().trial_end(trial)
@@ -363,8 +374,17 @@ def _claim(marker: str) -> bool:
     return True
 
 
+def _warm_worker() -> None:
+    import time as _t, os as _o
+    open("/tmp/exp/tt.log", "a").write(f"hook start {_t.time():.2f} pid {_o.getpid()}\n")
+    import torch, resnas._train, resnas._build, ray.tune.trainable.function_trainable
+    open("/tmp/exp/tt.log", "a").write(f"hook end {_t.time():.2f}\n")
+
+
 def _trainable(config: dict[str, Any], data: DataSplits, job: _TrialJob) -> None:
     """One candidate as a Tune trial: train it, reporting each epoch with a checkpoint to resume from."""
+    import time as _t, psutil as _ps
+    _log = open("/tmp/exp/tt.log", "a"); _log.write(f"entry {_t.time():.2f} pid {_ps.Process().pid} proc_start {_ps.Process().create_time():.2f}\n"); _log.flush()
     import torch
 
     from resnas._arch import Arch
@@ -442,12 +462,12 @@ def _trial_device(cfg: SearchConfig) -> str:
 def _connect(address: str | None) -> None:
     """Attach to the cluster at `address`, or start a local Ray instance sized to this machine."""
     # Worker output would interleave with the progress lines; failures reach the driver as Tune errors.
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
-        ray.init(address="local", include_dashboard=False, **quiet)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"worker_process_setup_hook": "resnas._ray._warm_worker"})
         return
     try:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot attach to the Ray cluster at --address {address}: {first}; start one with "
@@ -461,7 +481,7 @@ def _capacity(cpus: float, gpus: float) -> tuple[int, str]:
     total_gpus = sum(n.get("GPU", 0) for n in nodes)
     if gpus > 0 and max(n.get("GPU", 0) for n in nodes) < gpus:
         raise UserError(f"--gpus-per-trial {gpus:g}: the Ray cluster has {total_gpus:g} GPUs on {len(nodes)} "
-                        f"node(s), none with {gpus:g} free; use --gpus-per-trial 0 or a cluster with GPUs")
+                        f"node(s), none with {gpus:g}; use --gpus-per-trial 0 or a cluster with GPUs")
     if max(n.get("CPU", 0) for n in nodes) < cpus:
         raise UserError(f"--cpus-per-trial {cpus:g}: no node of the Ray cluster has that many CPUs (the largest "
                         f"has {max(n.get('CPU', 0) for n in nodes):g}); lower --cpus-per-trial")
@@ -508,7 +528,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         study = open_study(cfg, out, fingerprint, cfg.seed)
         experiment = (out / TUNE_DIR / EXPERIMENT).resolve()
         resume = tune.Tuner.can_restore(str(experiment))
-        # A restored experiment resumes its own trials; `restore` above recovers the rest.
+        # A restored experiment resumes its own trials (`_BudgetedSearch.restore` recovers the others).
         recovered = [] if resume else recover_interrupted(study)
         write_run_file(cfg, out, space, data, fraction, proxy_width)
         finished = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
@@ -521,6 +541,11 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         # and warns about the snapshot CheckpointConfig(num_to_keep=1) forces after each trial's checkpoint.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        # Trial errors are reported as one line each (`_Progress`), not as Tune's tracebacks.
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+        # Tune starts one trial at a time for a custom searcher, waiting for each worker to boot; this one
+        # limits the trials in flight itself.
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max_concurrent))
         job = _TrialJob(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=device,
                         threads=max(1, math.floor(cpus)), finished=finished,
                         fault_marker=os.environ.get(FAULT_ENV) or None)
@@ -548,7 +573,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
             raise _SESSION.error
         if not _SESSION.done:  # Tune stopped on Ctrl-C, its state saved: the same command resumes it
             raise KeyboardInterrupt
-        shutil.rmtree(experiment)
+        shutil.rmtree(experiment.parent)
     except KeyboardInterrupt:
         if _SESSION is not None:
             write_outputs(_SESSION.study, cfg, out)
@@ -570,6 +595,9 @@ def job_client(address: str | None) -> JobSubmissionClient:
                         "pip install 'resnas[cluster]'") from None
     from ray.job_submission import JobSubmissionClient
 
+    # The SDK logs each packaged file and websocket event at INFO; resnas prints what matters itself.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.ERROR)
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -10,7 +10,7 @@ from typing import NoReturn, Sequence
 from resnas._errors import UserError
 
 # Sub-command modules, each with `register(subparsers)` setting `func(args) -> int` on its parser.
-_COMMANDS = ("count", "space", "search", "export")
+_COMMANDS = ("count", "space", "search", "export", "submit", "jobs")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,41 @@
+"""`resnas jobs status|logs|stop JOB_ID`: follow and manage searches submitted with `resnas submit`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from resnas._errors import UserError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from resnas._commands.submit import follow
+    from resnas._ray import job_client
+
+    client = job_client(args.address)
+    try:
+        if args.action == "logs":
+            if args.follow:
+                return follow(client, args.job_id)
+            sys.stdout.write(client.get_job_logs(args.job_id))
+        elif args.action == "status":
+            info = client.get_job_info(args.job_id)
+            print(f"{args.job_id}: {info.status.value.lower()}" + (f" ({info.message})" if info.message else ""))
+        elif client.stop_job(args.job_id):
+            print(f"{args.job_id}: stop requested")
+        else:
+            print(f"{args.job_id}: already {client.get_job_status(args.job_id).value.lower()}")
+    except RuntimeError as e:  # the job server's answer to an unknown job id
+        raise UserError(f"{args.job_id}: {str(e).strip().splitlines()[0]}") from None
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="status, logs or stop of a search submitted with `resnas submit`",
+                       description="Follow and manage Ray jobs (needs ray[default]: pip install 'resnas[cluster]').")
+    p.add_argument("action", choices=["status", "logs", "stop"])
+    p.add_argument("job_id", metavar="JOB_ID", help="the id `resnas submit` printed")
+    p.add_argument("--address", help="the cluster's job server, the head's dashboard: http://HEAD:8265 "
+                                      "(default: $RAY_ADDRESS, else the cluster started on this machine)")
+    p.add_argument("--follow", action="store_true", help="logs: keep streaming until the job ends")
+    p.set_defaults(func=_run)

@@ -1,0 +1,340 @@
+"""`resnas search --backend ray`, `resnas submit` and `resnas jobs`: locally, on a two-node cluster, under faults.
+
+The cluster tests start their own Ray cluster on this machine (a head with the dashboard and a second node,
+one CPU each, on free ports) and stop exactly the processes they started. A token in a temporary file
+(RAY_AUTH_TOKEN_PATH) turns Ray's token authentication on for that cluster without touching ~/.ray, so the
+explicit HOST:PORT and dashboard addresses are tested the way they behave once a machine has a token.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from resnas._errors import UserError
+from resnas._search import Backend, SearchConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = str(ROOT / "search_spaces" / "cifar_family.yaml")
+BIN = Path(sys.executable).parent
+# A few hundred real images, one epoch, quarter-width proxy: seconds per candidate on 2 cores.
+SMALL = ["--space", SPACE, "--budget", "100M", "--epochs", "1", "--train-samples", "200", "--val-samples", "100",
+         "--batch-size", "64", "--proxy-width", "0.25"]
+# Two epochs (so a trial can resume from the first) and no early stopping (so both always run).
+TWO_EPOCHS = [*SMALL[:SMALL.index("--epochs")], "--epochs", "2", *SMALL[SMALL.index("--epochs") + 2:], "--pruner",
+              "none"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A clean environment with a Ray token of its own and this venv first on PATH (as when activated)."""
+    token = tmp_path_factory.mktemp("token") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    return {**clean, "RAY_AUTH_TOKEN_PATH": str(token), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def cli(env: dict[str, str], *args: str, extra: dict[str, str] | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=timeout, env={**env, **(extra or {})})
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def trained(out: Path) -> list[dict[str, str]]:
+    return [r for r in rows(out) if r["state"] in ("complete", "pruned")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str  # the GCS, for --address
+    dashboard: str  # the job server, for resnas submit / jobs
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"`ray start` did not get to {text!r}:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A head node (with the dashboard) and a second node, one CPU each, stopped by their process ids."""
+    logs = tmp_path_factory.mktemp("cluster")
+    # Ray's socket paths must stay short: a temp dir of our own under /tmp, not pytest's long one.
+    temp_dir = tempfile.mkdtemp(prefix="rn-", dir="/tmp")
+    gcs, dashboard = free_port(), free_port()
+
+    def node_flags() -> list[str]:
+        """Each node's own ports: two nodes on one machine cannot share Ray's defaults."""
+        ports = ("node-manager", "object-manager", "metrics-export", "runtime-env-agent", "dashboard-agent-listen",
+                 "dashboard-agent-grpc")
+        return ["--block", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000",
+                *(f"--{name}-port={free_port()}" for name in ports)]
+
+    head_cmd = [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}", *node_flags()]
+    node_cmd = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", *node_flags()]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, cmd in (("head", head_cmd), ("node", node_cmd)):
+            log = logs / f"{name}.log"
+            with open(log, "wb") as f:
+                # A node joining an explicit address does not turn token auth on by itself (see README).
+                procs.append(subprocess.Popen(cmd, env={**env, "RAY_AUTH_MODE": "token"}, stdout=f,
+                                              stderr=subprocess.STDOUT))
+            _wait_for(log, "block forever", procs[-1], timeout=180)
+        yield Cluster(address=f"127.0.0.1:{gcs}", dashboard=f"http://127.0.0.1:{dashboard}")
+    finally:
+        # `ray start --block` stops the processes it started on SIGTERM (not `ray stop`: it stops every cluster).
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# -- fast checks -----------------------------------------------------------------------------------
+
+
+def test_ray_flags_need_the_ray_backend_and_sane_values() -> None:
+    base = {"space": SPACE, "budget": 10**8, "out": "x"}
+    with pytest.raises(UserError, match="--address needs --backend ray"):
+        SearchConfig(**base, address="auto")
+    with pytest.raises(UserError, match="--max-concurrent needs --backend ray"):
+        SearchConfig(**base, max_concurrent=2)
+    with pytest.raises(UserError, match="gpus-per-trial must be in"):
+        SearchConfig(**base, backend=Backend.RAY, gpus_per_trial=2)
+    with pytest.raises(UserError, match="cpus-per-trial must be positive"):
+        SearchConfig(**base, backend=Backend.RAY, cpus_per_trial=0)
+    with pytest.raises(UserError, match="dashboard URL"):
+        SearchConfig(**base, backend=Backend.RAY, address="http://head:8265")
+    assert SearchConfig(**base, backend="ray", gpus_per_trial=0.5).backend is Backend.RAY
+
+
+def test_importing_resnas_and_its_cli_does_not_import_ray() -> None:
+    code = ("import sys, resnas, resnas._search, resnas.cli; resnas.cli._parser(); "
+            "print('ray' in sys.modules or 'optuna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_training_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run() -> None:
+    import io
+
+    from resnas import build, zoo
+    from resnas._data import load_data
+    from resnas._train import TrainConfig, train_candidate
+
+    arch = zoo.get("resnet20").narrowed(0.25).replace(dropout=0.2)  # dropout: the global RNG is restored too
+    data = load_data("fashion-mnist", train_samples=128, val_samples=64, resolution=32)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=1)
+    cpu = torch.device("cpu")
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(1)
+        return build(arch, num_classes=10, in_channels=1)
+
+    straight = fresh()
+    whole = train_candidate(straight, data, cfg, device=cpu)
+    saved = io.BytesIO()
+
+    def keep_first_epoch(state: dict[str, object]) -> None:
+        if len(state["history"]) == 1:  # type: ignore[arg-type]
+            torch.save(state, saved)
+
+    train_candidate(fresh(), data, cfg, device=cpu, on_checkpoint=keep_first_epoch)
+    state = torch.load(io.BytesIO(saved.getvalue()), weights_only=True)
+    torch.manual_seed(99)  # a different initialisation, overwritten by the checkpoint
+    resumed = build(arch, num_classes=10, in_channels=1)
+    rest = train_candidate(resumed, data, cfg, device=cpu, resume=state)
+    assert rest.history == whole.history
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_submit_makes_paths_valid_on_the_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnas._commands.submit import _job_command
+
+    monkeypatch.chdir(tmp_path)
+    words = _job_command(["--space", SPACE, "--budget", "1G", "--out=runs/a"], ROOT)
+    assert words == ["search", "--space", "search_spaces/cifar_family.yaml", "--budget", "1G",
+                     f"--out={tmp_path / 'runs' / 'a'}", "--backend", "ray", "--address", "auto"]
+    words = _job_command(["--budget", "1G", "--backend", "ray", "--address", "10.0.0.1:6379"], ROOT)
+    assert words[-4:-2] == ["--address", "10.0.0.1:6379"] and words[-2] == "--out"
+    assert Path(words[-1]).is_absolute()
+    with pytest.raises(SystemExit):  # abbreviations would hide --out from the rewrite
+        _job_command(["--budget", "1G", "--ou", "x"], ROOT)
+
+
+def test_jobs_without_ray_default_name_the_extra(env: dict[str, str]) -> None:
+    # aiohttp stands for ray[default]'s packages: None in sys.modules makes importing it fail.
+    code = "import sys; sys.modules['aiohttp'] = None; from resnas.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, "jobs", "status", "raysubmit_x"], cwd=ROOT,
+                            capture_output=True, text=True, check=False, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "pip install 'resnas[cluster]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- a local Ray instance ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_local_ray_search_is_the_optuna_search(env: dict[str, str], tmp_path: Path) -> None:
+    """Same flags, both backends: the same folder layout and, one trial at a time, the same trials."""
+    outs = {backend: tmp_path / backend for backend in ("optuna", "ray")}
+    # One trial at a time, Ray's sampler sees the same history at each ask as the Optuna loop's does.
+    flags = {"optuna": [], "ray": ["--backend", "ray", "--max-concurrent", "1"]}
+    for backend, out in outs.items():
+        result = cli(env, "search", *SMALL, "--trials", "3", "--out", str(out), *flags[backend])
+        assert result.returncode == 0, result.stderr
+        assert "leaderboard" in result.stdout
+    assert "local Ray instance" in result.stdout
+    optuna_run, ray_run = outs["optuna"], outs["ray"]
+    assert sorted(p.name for p in ray_run.iterdir()) == sorted(p.name for p in optuna_run.iterdir())
+    assert not (ray_run / "ray").exists()  # Tune's state is removed once the search is done
+    for folder in ("best", "weights"):
+        assert sorted(p.name for p in (ray_run / folder).iterdir()) == \
+               sorted(p.name for p in (optuna_run / folder).iterdir())
+    assert rows(ray_run)[0].keys() == rows(optuna_run)[0].keys()
+    assert len(trained(ray_run)) == 3
+    for r in rows(ray_run):
+        if r["state"] == "over_budget":
+            assert int(r["flops"]) > 100_000_000 and r["val_accuracy"] == "" and r["epochs"] == "0"
+        else:
+            assert r["state"] == "complete" and r["epochs"] == "1" and r["node"] and r["train_flops"]
+    # The same seed, the same samples, trained with the same seeds: the same candidates and results.
+    same = ("number", "state", "val_accuracy", "flops", "arch", "trained_arch")
+    assert [{k: r[k] for k in same} for r in rows(ray_run)] == [{k: r[k] for k in same} for r in rows(optuna_run)]
+    weights = [torch.load(run / "best" / "weights.pt", weights_only=True) for run in (ray_run, optuna_run)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    exported = cli(env, "export", str(ray_run), "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    assert any((tmp_path / "export").rglob("weights.pt"))
+
+
+# -- a two-node cluster ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_search_on_a_two_node_cluster_uses_both_nodes(env: dict[str, str], cluster: Cluster,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = cli(env, "search", *SMALL, "--trials", "4", "--out", str(out), "--backend", "ray",
+                 "--address", cluster.address)
+    assert result.returncode == 0, result.stderr
+    assert f"Ray cluster at {cluster.address}: 2 node(s), 2 CPUs" in result.stdout
+    done = trained(out)
+    assert len(done) == 4
+    assert len({r["node"] for r in done}) == 2
+
+
+@pytest.mark.slow
+def test_gpus_the_cluster_lacks_fail_at_start(env: dict[str, str], cluster: Cluster, tmp_path: Path) -> None:
+    result = cli(env, "search", *SMALL, "--out", str(tmp_path / "run"), "--backend", "ray", "--address",
+                 cluster.address, "--gpus-per-trial", "1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("resnas: error: --gpus-per-trial 1: the Ray cluster has 0 GPUs")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "trials.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint(env: dict[str, str], cluster: Cluster,
+                                                                  tmp_path: Path) -> None:
+    out, marker = tmp_path / "run", tmp_path / "fault-marker"
+    result = cli(env, "search", *TWO_EPOCHS, "--trials", "2", "--out", str(out), "--backend", "ray", "--address",
+                 cluster.address, extra={"RESNAS_FAULT_EXIT_ONCE": str(marker)})
+    assert result.returncode == 0, result.stderr
+    assert marker.is_file()  # the hook did kill a worker
+    assert "retrying from its last checkpoint (retry 1 of 2)" in result.stdout
+    assert [r["state"] for r in rows(out) if r["state"] != "over_budget"] == ["complete", "complete"]
+    assert all(r["epochs"] == "2" for r in trained(out))
+    study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{out / 'study.db'}")
+    resumed = [t.number for t in study.trials if t.user_attrs.get("resumed_from_epoch") == 1]
+    assert len(resumed) == 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_is_resumed_by_the_same_command(env: dict[str, str], cluster: Cluster,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", *TWO_EPOCHS, "--trials", "4", "--train-samples", "600", "--out", str(out), "--backend", "ray",
+            "--address", cluster.address]
+    proc = subprocess.Popen([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    before: list[dict[str, str]] = []
+    while time.monotonic() < deadline and proc.poll() is None and not before:
+        time.sleep(0.2)
+        if (out / "trials.csv").is_file():
+            before = [r for r in rows(out) if r["state"] == "complete"]
+    assert before, "no trial finished in time"
+    proc.send_signal(signal.SIGKILL)  # right after a trial finished: likely before Tune's next snapshot
+    proc.wait()
+    assert (out / "ray" / "tune").is_dir()
+    rerun = cli(env, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "(resumed)" in rerun.stdout
+    after = rows(out)
+    assert len(trained(out)) == 4  # none lost, none counted twice
+    assert not [r for r in after if r["state"] in ("running", "failed")]
+    by_number = {r["number"]: r for r in after}
+    for r in before:  # finished trials are untouched
+        assert by_number[r["number"]] == r
+    # Trials asked for after Tune's last snapshot were cut off: retried, under new numbers.
+    for r in after:
+        if r["state"] == "interrupted":
+            assert any(t["arch"] == r["arch"] for t in trained(out))
+    assert not (out / "ray").exists()
+
+
+@pytest.mark.slow
+def test_submit_runs_a_search_as_a_ray_job(env: dict[str, str], cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    submitted = cli(env, "submit", "--address", cluster.dashboard, "--follow", "--", "search", *SMALL,
+                    "--trials", "2", "--out", str(out))
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr
+    job_id = submitted.stdout.splitlines()[0]
+    assert job_id.startswith("raysubmit_")
+    assert "Ray cluster at auto: 2 node(s)" in submitted.stdout and "leaderboard" in submitted.stdout
+    assert len(trained(out)) == 2
+    status = cli(env, "jobs", "status", job_id, "--address", cluster.dashboard)
+    assert status.returncode == 0 and f"{job_id}: succeeded" in status.stdout
+    logs = cli(env, "jobs", "logs", job_id, "--address", cluster.dashboard)
+    assert logs.returncode == 0 and "leaderboard" in logs.stdout
+    unknown = cli(env, "jobs", "stop", "raysubmit_nonesuch", "--address", cluster.dashboard)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("resnas: error: raysubmit_nonesuch")
