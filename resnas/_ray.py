@@ -374,17 +374,8 @@ def _claim(marker: str) -> bool:
     return True
 
 
-def _warm_worker() -> None:
-    import time as _t, os as _o
-    open("/tmp/exp/tt.log", "a").write(f"hook start {_t.time():.2f} pid {_o.getpid()}\n")
-    import torch, resnas._train, resnas._build, ray.tune.trainable.function_trainable
-    open("/tmp/exp/tt.log", "a").write(f"hook end {_t.time():.2f}\n")
-
-
 def _trainable(config: dict[str, Any], data: DataSplits, job: _TrialJob) -> None:
     """One candidate as a Tune trial: train it, reporting each epoch with a checkpoint to resume from."""
-    import time as _t, psutil as _ps
-    _log = open("/tmp/exp/tt.log", "a"); _log.write(f"entry {_t.time():.2f} pid {_ps.Process().pid} proc_start {_ps.Process().create_time():.2f}\n"); _log.flush()
     import torch
 
     from resnas._arch import Arch
@@ -463,8 +454,7 @@ def _connect(address: str | None) -> None:
     """Attach to the cluster at `address`, or start a local Ray instance sized to this machine."""
     # Worker output would interleave with the progress lines; failures reach the driver as Tune errors.
     if address is None:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env={"worker_process_setup_hook": "resnas._ray._warm_worker"})
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         return
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -508,6 +498,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         recover_interrupted,
         storage_url,
         trained_count,
+        worker_id,
         write_outputs,
         write_run_file,
     )
@@ -534,8 +525,10 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         finished = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         _SESSION = _Session(cfg, out, study, report, max_concurrent, finished, trained_count(study))
         report.start(cfg, space, data, device, fraction, proxy_width, _SESSION.trained, recovered)
+        scheduler = _scheduler(cfg)
         where = "local Ray instance" if cfg.address is None else f"Ray cluster at {cfg.address}"
-        report.note(f"  {where}: {cluster}, up to {max_concurrent} at once; Tune's state in {experiment}"
+        report.note(f"  {where}: {cluster}, up to {max_concurrent} at once")
+        report.note(f"  early stopping: {type(scheduler).__name__}; Tune's state in {experiment}"
                     + (" (resumed)" if resume else ""))
         # Tune's new output engine prints its banner whatever the verbosity (the legacy one is silent at 0),
         # and warns about the snapshot CheckpointConfig(num_to_keep=1) forces after each trial's checkpoint.
@@ -546,6 +539,8 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         # Tune starts one trial at a time for a custom searcher, waiting for each worker to boot; this one
         # limits the trials in flight itself.
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max_concurrent))
+        # On Ctrl-C Tune would explain how to resume with its own API: resnas says to rerun the command.
+        logging.getLogger("ray.tune").setLevel(logging.ERROR)
         job = _TrialJob(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=device,
                         threads=max(1, math.floor(cpus)), finished=finished,
                         fault_marker=os.environ.get(FAULT_ENV) or None)
@@ -560,7 +555,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
                                        make_sampler(cfg, cfg.seed + len(study.trials)))
             tuner = tune.Tuner(
                 trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(cfg), num_samples=-1,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
                                             reuse_actors=True, trial_name_creator=_trial_name,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(experiment.parent), verbose=0,
@@ -569,11 +564,15 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
                                           callbacks=[_Progress()]),
             )
         tuner.fit()
+        # Trials of this driver still running in the study were cut off by Ctrl-C: Tune saved its state, and
+        # the same command resumes them. Otherwise there is nothing to resume: the study carries the search on.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not any(t.user_attrs.get("worker") == worker_id() for t in running):
+            shutil.rmtree(experiment.parent)
         if _SESSION.error is not None:
             raise _SESSION.error
-        if not _SESSION.done:  # Tune stopped on Ctrl-C, its state saved: the same command resumes it
+        if not (_SESSION.done or _SESSION.trained >= cfg.trials):
             raise KeyboardInterrupt
-        shutil.rmtree(experiment.parent)
     except KeyboardInterrupt:
         if _SESSION is not None:
             write_outputs(_SESSION.study, cfg, out)
@@ -596,8 +595,8 @@ def job_client(address: str | None) -> JobSubmissionClient:
     from ray.job_submission import JobSubmissionClient
 
     # The SDK logs each packaged file and websocket event at INFO; resnas prints what matters itself.
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.ERROR)
+    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as e:

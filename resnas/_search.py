@@ -132,6 +132,7 @@ class SearchConfig:
         self._check_ray_flags()
 
     def _check_ray_flags(self) -> None:
+        """The Ray backend's flags: only with --backend ray, and with values a cluster can honour."""
         given = [name for name in RAY_ONLY if getattr(self, name) is not None]
         if given and self.backend is not Backend.RAY:
             raise UserError(f"--{given[0].replace('_', '-')} needs --backend ray")
