@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
 
     from resnas._data import DataSplits
-    from resnas._search import SearchConfig
+    from resnas._search import RunWriter, SearchConfig
     from resnas._space import SearchSpace
 
 TUNE_DIR = "ray"  # in --out: Tune's storage path
@@ -138,6 +138,7 @@ class _Session:
     cfg: SearchConfig
     out: Path
     study: optuna.Study
+    writer: RunWriter
     report: Any
     max_concurrent: int
     finished: frozenset[int]
@@ -152,8 +153,6 @@ class _Session:
 
     def trial_end(self, trial: Trial) -> None:
         """Keep a completed trial's weights, rewrite the run folder and report the trial."""
-        from resnas._search import write_outputs
-
         number = _number(trial)
         self.trials.pop(trial.trial_id, None)
         if number in self.finished:
@@ -161,7 +160,7 @@ class _Session:
         state = self.settled[number]
         if state == TrialState.COMPLETE:
             self._keep_weights(trial, number)
-        recs = write_outputs(self.study, self.cfg, self.out)
+        recs = self.writer.write()
         trained = state in TrialState.TRAINED
         self.report.trial_start(self.trained if trained else self.trained + 1, self.cfg.trials)
         self.report.trial_end(next(r for r in recs if r.number == number), recs)
@@ -326,6 +325,7 @@ def _record_epoch(ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
     ot_trial.set_user_attr("train_seconds", result["train_seconds"])
     if result["start_epoch"]:
         ot_trial.set_user_attr("resumed_from_epoch", result["start_epoch"])
+        ot_trial.set_user_attr("reason", f"its worker died; resumed from its epoch {result['start_epoch']} checkpoint")
 
 
 def _error_line(trial: Trial | None) -> str:
@@ -494,12 +494,14 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         load_space,
         load_training_data,
         make_sampler,
+        note_queued,
         open_study,
+        queue_one_per_shortcut,
+        RunWriter,
         recover_interrupted,
         storage_url,
         trained_count,
         worker_id,
-        write_outputs,
         write_run_file,
     )
 
@@ -521,10 +523,13 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         resume = tune.Tuner.can_restore(str(experiment))
         # A restored experiment resumes its own trials (`_BudgetedSearch.restore` recovers the others).
         recovered = [] if resume else recover_interrupted(study)
+        queued = [] if study.trials else queue_one_per_shortcut(study, space, cfg.budget, cfg.seed)
         write_run_file(cfg, out, space, data, fraction, proxy_width)
         finished = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        _SESSION = _Session(cfg, out, study, report, max_concurrent, finished, trained_count(study))
+        _SESSION = _Session(cfg, out, study, RunWriter(study, cfg, out), report, max_concurrent, finished,
+                            trained_count(study))
         report.start(cfg, space, data, device, fraction, proxy_width, _SESSION.trained, recovered)
+        note_queued(report, queued)
         scheduler = _scheduler(cfg)
         where = "local Ray instance" if cfg.address is None else f"Ray cluster at {cfg.address}"
         report.note(f"  {where}: {cluster}, up to {max_concurrent} at once")
@@ -575,12 +580,12 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         if _SESSION is not None:
-            write_outputs(_SESSION.study, cfg, out)
+            _SESSION.writer.write(final=True)
         raise
     finally:
         _SESSION = None
         ray.shutdown()
-    recs = write_outputs(study, cfg, out)
+    recs = RunWriter(study, cfg, out).write(final=True)
     report.finish(recs, out)
     return recs
 

@@ -82,6 +82,39 @@ def _plain(value: Any) -> str:
     return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
+class _LeanSuggester:
+    """`Suggester` for `SearchSpace.sample_params`: random picks, cheap-side-biased by `lean`, recorded."""
+
+    def __init__(self, rng: random.Random, trends: Mapping[str, FlopsTrend], fixed: Mapping[str, Any],
+                 lean: float) -> None:
+        self._rng, self._trends, self._fixed, self._lean = rng, trends, fixed, lean
+        self.params: dict[str, Any] = {}
+
+    def _pick(self, name: str, options: Sequence[Any]) -> Any:
+        trend = self._trends[name]
+        if trend in (FlopsTrend.INCREASING, FlopsTrend.DECREASING) and self._lean < 1:
+            ordered = sorted(options, reverse=trend is FlopsTrend.DECREASING)
+            options = ordered[:max(1, math.ceil(self._lean * len(ordered)))]
+        return self._rng.choice(list(options))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1) -> int:
+        value = self._fixed.get(name, self._pick(name, range(low, high + 1, step)))
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float) -> float:
+        share = self._rng.random() * (self._lean if self._trends[name] is not FlopsTrend.NONE else 1.0)
+        cheap_first = self._trends[name] is not FlopsTrend.DECREASING
+        value = self._fixed.get(name, low + share * (high - low) if cheap_first else high - share * (high - low))
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self._fixed.get(name, self._pick(name, choices))
+        self.params[name] = value
+        return value
+
+
 class Domain(abc.ABC):
     """The values one dimension may take."""
 
@@ -684,6 +717,17 @@ class SearchSpace:
     def sample(self, rng: random.Random) -> Arch:
         """An Arch drawn with `rng`, distributed as `suggest` is under Optuna's RandomSampler."""
         return self.suggest(RandomSuggester(rng))
+
+    def sample_params(self, rng: random.Random, *, fixed: Mapping[str, Any] | None = None,
+                      lean: float = 1.0) -> tuple[Arch, dict[str, Any]]:
+        """A random Arch and the Optuna parameters that rebuild it (for `study.enqueue_trial`).
+
+        `fixed` pins parameters to Optuna values. `lean` < 1 draws each dimension whose FLOPs grow (or fall)
+        monotonically from the cheapest `lean` share of its values, 0 takes the cheapest: how to find
+        architectures under a budget that few random ones fit.
+        """
+        picks = _LeanSuggester(rng, {d.name: d.trend for d in self._dims.values()}, fixed or {}, lean)
+        return self.suggest(picks), picks.params
 
     def contains(self, arch: Arch) -> bool:
         """Whether `arch` is in the space: every field allowed, inapplicable ones at their defaults."""

@@ -286,6 +286,8 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint(env: dict[str,
     study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{out / 'study.db'}")
     resumed = [t.number for t in study.trials if t.user_attrs.get("resumed_from_epoch") == 1]
     assert len(resumed) == 1
+    assert [r["reason"] for r in rows(out) if r["number"] == str(resumed[0])] == \
+           ["its worker died; resumed from its epoch 1 checkpoint"]
 
 
 @pytest.mark.slow

@@ -90,6 +90,10 @@ def test_search_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(trained(out)) == 3
     numbers = [int(r["number"]) for r in after]
     assert len(numbers) == len(set(numbers))
+    # A new study starts with one fitting architecture per shortcut kind (the third waited in the queue).
+    first_three = sorted(after, key=lambda r: int(r["number"]))[:3]
+    assert [resnas.Arch.from_json(r["arch"]).shortcut.value for r in first_three] == ["identity", "gated", "dense"]
+    assert all(r["state"] in ("complete", "pruned") for r in first_three)
     before = {r["number"]: r for r in table}
     for r in after:
         if r["number"] in before:
@@ -223,6 +227,31 @@ def test_infeasible_budget_is_refused_before_training() -> None:
         check_budget_is_feasible(space, space.min_flops() - 1)
     assert check_budget_is_feasible(space, space.min_flops()) >= 0.0
     assert check_budget_is_feasible(space, space.max_flops()) == 1.0
+
+
+@pytest.mark.parametrize("kinds", [["identity", "gated", "dense"], ["gated", "identity"], ["identity"]])
+def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[str]) -> None:
+    import yaml
+
+    from resnas._search import queue_one_per_shortcut
+
+    raw = yaml.safe_load(Path(SPACE).read_text())
+    raw["shortcut"] = kinds
+    if "dense" not in kinds:
+        for key in ("growth_rate", "bottleneck_size", "compression", "dense_cardinality"):
+            del raw[key]
+    space = resnas.SearchSpace.from_dict(raw)
+    budget = 20_000_000  # under 1 in 4 identity or gated samples of this space fit
+    study = optuna.create_study()
+    queued = queue_one_per_shortcut(study, space, budget, seed=0)
+    assert queued == (kinds if len(kinds) > 1 else [])
+    for kind in queued:
+        trial = study.ask()
+        arch = space.suggest(trial)
+        assert arch.shortcut.value == kind and trial.user_attrs == {"stratified_start": kind}
+        assert resnas.count(arch, resolution=32, num_classes=10, in_channels=3).flops <= budget
+    # The queue is used up: the sampler proposes the next trial.
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
 def test_constraints_reach_the_sampler(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,6 +211,23 @@ class _Recorder:
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         self.names.append(name)
         return self.rng.choice(list(choices))
+
+
+@pytest.mark.parametrize("path", [RESNET_FAMILY, CIFAR_FAMILY], ids=["resnet", "cifar"])
+def test_sample_params_rebuild_their_arch_and_lean_reaches_the_exact_minimum(path: Path) -> None:
+    space = SearchSpace.from_yaml(path)
+    rng = random.Random(3)
+    for lean in (1.0, 0.3, 0.0):
+        for _ in range(60):
+            arch, params = space.sample_params(rng, lean=lean)
+            assert space.contains(arch) and space.suggest(optuna.trial.FixedTrial(params)) == arch
+    arch, params = space.sample_params(rng, fixed={"shortcut": "gated", "order": "pre"})
+    assert (arch.shortcut, arch.order) == (Shortcut.GATED, Order.PRE) and params["shortcut"] == "gated"
+    # At lean 0 only the kind dimensions vary: their cheapest combination is flops_range's exact minimum.
+    cheapest = min(space.flops(space.sample_params(rng, lean=0.0)[0]) for _ in range(400))
+    assert cheapest == space.min_flops()
+    assert statistics.median(space.flops(space.sample_params(rng, lean=0.2)[0]) for _ in range(100)) < \
+           statistics.median(space.flops(space.sample(rng)) for _ in range(100))
 
 
 @pytest.mark.parametrize("path", [RESNET_FAMILY, CIFAR_FAMILY], ids=["resnet", "cifar"])
