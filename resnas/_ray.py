@@ -523,7 +523,8 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         resume = tune.Tuner.can_restore(str(experiment))
         # A restored experiment resumes its own trials (`_BudgetedSearch.restore` recovers the others).
         recovered = [] if resume else recover_interrupted(study)
-        queued = [] if study.trials else queue_one_per_shortcut(study, space, cfg.budget, cfg.seed)
+        earlier = len(study.trials)
+        queued = [] if earlier else queue_one_per_shortcut(study, space, cfg.budget, cfg.seed)
         write_run_file(cfg, out, space, data, fraction, proxy_width)
         finished = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         _SESSION = _Session(cfg, out, study, RunWriter(study, cfg, out), report, max_concurrent, finished,
@@ -557,7 +558,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
             # A new experiment on a resumed study must not replay the first run's draws: offset the seed.
             storage = optuna.storages.get_storage(storage_url(cfg, out))
             searcher = _BudgetedSearch(_Screen(space, cfg.budget, proxy_width, data), cfg, storage,
-                                       make_sampler(cfg, cfg.seed + len(study.trials)))
+                                       make_sampler(cfg, cfg.seed + earlier))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,

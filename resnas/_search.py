@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -228,8 +229,11 @@ def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
     if cfg.sampler is SamplerName.NSGA2:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials)))
     # Optuna's default of 10 random startup trials: budget rejections count among them, and fewer let TPE
-    # lock onto the first family that happened to fit.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
+    # lock onto the first family that happened to fit. `group` (for define-by-run spaces) is still marked
+    # experimental, and Optuna would say so on every run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:

@@ -218,7 +218,8 @@ def test_local_ray_search_is_the_optuna_search(env: dict[str, str], tmp_path: Pa
     # One trial at a time, Ray's sampler sees the same history at each ask as the Optuna loop's does.
     flags = {"optuna": [], "ray": ["--backend", "ray", "--max-concurrent", "1"]}
     for backend, out in outs.items():
-        result = cli(env, "search", *SMALL, "--trials", "2", "--out", str(out), *flags[backend])
+        # Four: the three queued first trials (one per shortcut kind) and one the sampler proposes.
+        result = cli(env, "search", *SMALL, "--trials", "4", "--out", str(out), *flags[backend])
         assert result.returncode == 0, result.stderr
         assert "leaderboard" in result.stdout
     assert "local Ray instance" in result.stdout
@@ -229,7 +230,7 @@ def test_local_ray_search_is_the_optuna_search(env: dict[str, str], tmp_path: Pa
         assert sorted(p.name for p in (ray_run / folder).iterdir()) == \
                sorted(p.name for p in (optuna_run / folder).iterdir())
     assert rows(ray_run)[0].keys() == rows(optuna_run)[0].keys()
-    assert len(trained(ray_run)) == 2
+    assert len(trained(ray_run)) == 4
     for r in rows(ray_run):
         if r["state"] == "over_budget":
             assert int(r["flops"]) > 100_000_000 and r["val_accuracy"] == "" and r["epochs"] == "0"
