@@ -490,6 +490,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
     """
     global _SESSION
     from resnas._search import (
+        RunWriter,
         check_budget_is_feasible,
         load_space,
         load_training_data,
@@ -497,7 +498,6 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         note_queued,
         open_study,
         queue_one_per_shortcut,
-        RunWriter,
         recover_interrupted,
         storage_url,
         trained_count,

@@ -97,22 +97,23 @@ class _LeanSuggester:
             options = ordered[:max(1, math.ceil(self._lean * len(ordered)))]
         return self._rng.choice(list(options))
 
+    def _record(self, name: str, draw: Callable[[], Any]) -> Any:
+        self.params[name] = self._fixed[name] if name in self._fixed else draw()
+        return self.params[name]
+
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1) -> int:
-        value = self._fixed.get(name, self._pick(name, range(low, high + 1, step)))
-        self.params[name] = value
-        return value
+        return int(self._record(name, lambda: self._pick(name, range(low, high + 1, step))))
 
     def suggest_float(self, name: str, low: float, high: float) -> float:
-        share = self._rng.random() * (self._lean if self._trends[name] is not FlopsTrend.NONE else 1.0)
-        cheap_first = self._trends[name] is not FlopsTrend.DECREASING
-        value = self._fixed.get(name, low + share * (high - low) if cheap_first else high - share * (high - low))
-        self.params[name] = value
-        return value
+        def draw() -> float:
+            trend = self._trends[name]
+            share = self._rng.random() * (self._lean if trend is not FlopsTrend.NONE else 1.0)
+            return high - share * (high - low) if trend is FlopsTrend.DECREASING else low + share * (high - low)
+
+        return float(self._record(name, draw))
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        value = self._fixed.get(name, self._pick(name, choices))
-        self.params[name] = value
-        return value
+        return self._record(name, lambda: self._pick(name, choices))
 
 
 class Domain(abc.ABC):
