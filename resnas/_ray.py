@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
 
     from resnas._data import DataSplits
-    from resnas._search import RunWriter, SearchConfig
+    from resnas._search import FirstTrials, RunWriter, SearchConfig
     from resnas._space import SearchSpace
 
 TUNE_DIR = "ray"  # in --out: Tune's storage path
@@ -139,6 +139,7 @@ class _Session:
     out: Path
     study: optuna.Study
     writer: RunWriter
+    first: FirstTrials
     report: Any
     max_concurrent: int
     finished: frozenset[int]
@@ -234,6 +235,7 @@ class _BudgetedSearch(OptunaSearch):
         if in_flight >= s.max_concurrent or s.trained + in_flight >= s.cfg.trials:
             return None
         while True:
+            s.first.queue_next(self._ot_study)
             config = cast(dict[str, Any], super().suggest(trial_id))  # None only without a space
             ot_trial = self._ot_trials[trial_id]
             if config[_KEY]["fits"]:
@@ -490,14 +492,14 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
     """
     global _SESSION
     from resnas._search import (
+        FirstTrials,
         RunWriter,
         check_budget_is_feasible,
         load_space,
         load_training_data,
         make_sampler,
-        note_queued,
+        note_first_trials,
         open_study,
-        queue_one_per_shortcut,
         recover_interrupted,
         storage_url,
         trained_count,
@@ -523,14 +525,13 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
         resume = tune.Tuner.can_restore(str(experiment))
         # A restored experiment resumes its own trials (`_BudgetedSearch.restore` recovers the others).
         recovered = [] if resume else recover_interrupted(study)
-        earlier = len(study.trials)
-        queued = [] if earlier else queue_one_per_shortcut(study, space, cfg.budget, cfg.seed)
+        first = FirstTrials(study, space, cfg.budget, cfg.seed)
         write_run_file(cfg, out, space, data, fraction, proxy_width)
         finished = frozenset(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-        _SESSION = _Session(cfg, out, study, RunWriter(study, cfg, out), report, max_concurrent, finished,
+        _SESSION = _Session(cfg, out, study, RunWriter(study, cfg, out), first, report, max_concurrent, finished,
                             trained_count(study))
         report.start(cfg, space, data, device, fraction, proxy_width, _SESSION.trained, recovered)
-        note_queued(report, queued)
+        note_first_trials(report, first)
         scheduler = _scheduler(cfg)
         where = "local Ray instance" if cfg.address is None else f"Ray cluster at {cfg.address}"
         report.note(f"  {where}: {cluster}, up to {max_concurrent} at once")
@@ -558,7 +559,7 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
             # A new experiment on a resumed study must not replay the first run's draws: offset the seed.
             storage = optuna.storages.get_storage(storage_url(cfg, out))
             searcher = _BudgetedSearch(_Screen(space, cfg.budget, proxy_width, data), cfg, storage,
-                                       make_sampler(cfg, cfg.seed + earlier))
+                                       make_sampler(cfg, cfg.seed + len(study.trials)))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,

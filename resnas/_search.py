@@ -353,6 +353,7 @@ class Candidate:
     out: Path
     proxy_width: float
     on_epoch_hook: Callable[[int, int, float], None] | None = field(default=None)
+    first: FirstTrials | None = None
 
 
 def screen(arch: Arch, space: SearchSpace, budget: int) -> tuple[dict[str, Any], bool]:
@@ -362,34 +363,46 @@ def screen(arch: Arch, space: SearchSpace, budget: int) -> tuple[dict[str, Any],
     return attrs, cost.flops <= budget
 
 
-def queue_one_per_shortcut(study: optuna.Study, space: SearchSpace, budget: int, seed: int) -> list[str]:
-    """Queue, as a new study's first trials, one random architecture that fits the budget per shortcut kind.
+class FirstTrials:
+    """One random budget-fitting architecture per shortcut kind of the space, trained before the sampler's picks.
 
     The kinds fit a budget very unequally (under 4 GFLOPs in resnet_family.yaml: about 94% of dense, 36% of
     identity and 21% of gated samples), so a short search would otherwise train mostly one kind and never
-    learn how the others do. Draws lean to the cheap side of each dimension while none fits; returns the
-    kinds queued (a kind none of whose STRATIFY_DRAWS draws fits is left to the sampler).
+    learn how the others do. They are queued one at a time, only when the study's queue is empty, so that a
+    retried (interrupted) trial goes first. Draws lean to the cheap side of each dimension while none fits;
+    a kind none of whose STRATIFY_DRAWS draws fits is left to the sampler.
     """
-    shortcut = next(d for d in space.dimensions() if d.name == "shortcut")
-    kinds = shortcut.domain.options()
-    if len(kinds) < 2:
-        return []
-    rng = random.Random(seed)
-    queued = []
-    for kind in kinds:
-        for draw in range(STRATIFY_DRAWS):
-            lean = min(1.0, 2.0 * (1.0 - draw / STRATIFY_DRAWS))
-            arch, params = space.sample_params(rng, fixed={"shortcut": kind.value}, lean=lean)
-            if screen(arch, space, budget)[1]:
-                study.enqueue_trial(params, user_attrs={"stratified_start": kind.value})
-                queued.append(kind.value)
-                break
-    return queued
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, budget: int, seed: int) -> None:
+        trials = study.get_trials(deepcopy=False)
+        started = {t.user_attrs.get("stratified_start") for t in trials}
+        # Only a study that began this way continues it (one from before, or with other trials, is left as is).
+        shortcut = next(d for d in space.dimensions() if d.name == "shortcut")
+        kinds = shortcut.domain.options() if (not trials or started - {None}) and shortcut.domain.count > 1 else ()
+        rng = random.Random(seed)
+        self._plan: list[tuple[str, dict[str, Any]]] = []
+        for kind in kinds:
+            for draw in range(STRATIFY_DRAWS):
+                lean = min(1.0, 2.0 * (1.0 - draw / STRATIFY_DRAWS))
+                arch, params = space.sample_params(rng, fixed={"shortcut": kind.value}, lean=lean)
+                if screen(arch, space, budget)[1]:
+                    if kind.value not in started:
+                        self._plan.append((kind.value, params))
+                    break
+        self.kinds = [kind for kind, _ in self._plan]
+
+    def queue_next(self, study: optuna.Study) -> None:
+        """Before each ask: queue the next kind's architecture if nothing else waits in the queue."""
+        import optuna
+
+        if self._plan and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            kind, params = self._plan.pop(0)
+            study.enqueue_trial(params, user_attrs={"stratified_start": kind})
 
 
-def note_queued(report: Any, queued: list[str]) -> None:
-    if queued:
-        report.note(f"  first trials: one fitting architecture per shortcut kind ({', '.join(queued)})")
+def note_first_trials(report: Any, first: FirstTrials) -> None:
+    if first.kinds:
+        report.note(f"  first trials: one fitting architecture per shortcut kind ({', '.join(first.kinds)})")
 
 
 def run_trial(study: optuna.Study, ctx: Candidate) -> tuple[int, str]:
@@ -400,6 +413,8 @@ def run_trial(study: optuna.Study, ctx: Candidate) -> tuple[int, str]:
     from resnas._train import CandidateFailed, TrainConfig, train_candidate
 
     cfg = ctx.cfg
+    if ctx.first is not None:
+        ctx.first.queue_next(study)
     trial = study.ask()
     arch = ctx.space.suggest(trial)
     attrs, fits = screen(arch, ctx.space, cfg.budget)
@@ -537,11 +552,11 @@ def search(cfg: SearchConfig, report: Any) -> list[TrialRecord]:
     # A resumed run must not replay the first run's random draws: offset the seed by the trials so far.
     study = open_study(cfg, out, fingerprint, cfg.seed + len(probe.trials)) if probe.trials else probe
     recovered = recover_interrupted(study)
-    queued = [] if probe.trials else queue_one_per_shortcut(study, space, cfg.budget, cfg.seed)
+    first = FirstTrials(study, space, cfg.budget, cfg.seed)
     write_run_file(cfg, out, space, data, fraction, proxy_width)
     report.start(cfg, space, data, device, fraction, proxy_width, trained_count(study), recovered)
-    note_queued(report, queued)
-    ctx = Candidate(cfg, space, data, device, out, proxy_width, on_epoch_hook=report.epoch)
+    note_first_trials(report, first)
+    ctx = Candidate(cfg, space, data, device, out, proxy_width, on_epoch_hook=report.epoch, first=first)
     writer = RunWriter(study, cfg, out)
     start = time.monotonic()
     rejected_in_a_row = failed_in_a_row = 0

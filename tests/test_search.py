@@ -233,7 +233,7 @@ def test_infeasible_budget_is_refused_before_training() -> None:
 def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[str]) -> None:
     import yaml
 
-    from resnas._search import queue_one_per_shortcut
+    from resnas._search import FirstTrials
 
     raw = yaml.safe_load(Path(SPACE).read_text())
     raw["shortcut"] = kinds
@@ -243,15 +243,25 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     space = resnas.SearchSpace.from_dict(raw)
     budget = 20_000_000  # under 1 in 4 identity or gated samples of this space fit
     study = optuna.create_study()
-    queued = queue_one_per_shortcut(study, space, budget, seed=0)
-    assert queued == (kinds if len(kinds) > 1 else [])
-    for kind in queued:
+    first = FirstTrials(study, space, budget, seed=0)
+    assert first.kinds == (kinds if len(kinds) > 1 else [])
+    # A trial queued for a retry goes before them.
+    study.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"retry_of": 99})
+    first.queue_next(study)
+    assert study.ask().user_attrs == {"retry_of": 99}
+    for kind in first.kinds:
+        first.queue_next(study)
         trial = study.ask()
         arch = space.suggest(trial)
         assert arch.shortcut.value == kind and trial.user_attrs == {"stratified_start": kind}
         assert resnas.count(arch, resolution=32, num_classes=10, in_channels=3).flops <= budget
-    # The queue is used up: the sampler proposes the next trial.
+    first.queue_next(study)
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    # A resumed study goes on with the kinds it has not started.
+    if len(kinds) > 1:
+        resumed = optuna.create_study()
+        resumed.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"stratified_start": kinds[0]})
+        assert FirstTrials(resumed, space, budget, seed=0).kinds == kinds[1:]
 
 
 def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
