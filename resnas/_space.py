@@ -30,29 +30,13 @@ from resnas._arch import MAX_STAGES, MIN_RESOLUTION, Arch, Block, Order, Shortcu
 
 
 class Suggester(Protocol):
-    """The part of `optuna.Trial` a space uses; `random.Random` gets it through `RandomSuggester`."""
+    """The part of `optuna.Trial` a space uses; `random.Random` gets it through `_RandomSuggester`."""
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1) -> int: ...
 
     def suggest_float(self, name: str, low: float, high: float) -> float: ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
-
-
-class RandomSuggester:
-    """`Suggester` over `random.Random`: uniform over each dimension, like Optuna's RandomSampler."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self._rng = rng
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1) -> int:
-        return self._rng.randrange(low, high + 1, step)
-
-    def suggest_float(self, name: str, low: float, high: float) -> float:
-        return self._rng.uniform(low, high)
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._rng.choice(list(choices))
 
 
 class _Cost(Protocol):
@@ -82,8 +66,9 @@ def _plain(value: Any) -> str:
     return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
-class _LeanSuggester:
-    """`Suggester` for `SearchSpace.sample_params`: random picks, cheap-side-biased by `lean`, recorded."""
+class _RandomSuggester:
+    """`Suggester` over `random.Random`, recording its picks: uniform over each dimension as Optuna's
+    RandomSampler, or biased to the cheap side by `lean` < 1 (see `SearchSpace.sample_params`)."""
 
     def __init__(self, rng: random.Random, trends: Mapping[str, FlopsTrend], fixed: Mapping[str, Any],
                  lean: float) -> None:
@@ -717,7 +702,7 @@ class SearchSpace:
 
     def sample(self, rng: random.Random) -> Arch:
         """An Arch drawn with `rng`, distributed as `suggest` is under Optuna's RandomSampler."""
-        return self.suggest(RandomSuggester(rng))
+        return self.sample_params(rng)[0]
 
     def sample_params(self, rng: random.Random, *, fixed: Mapping[str, Any] | None = None,
                       lean: float = 1.0) -> tuple[Arch, dict[str, Any]]:
@@ -727,7 +712,7 @@ class SearchSpace:
         monotonically from the cheapest `lean` share of its values, 0 takes the cheapest: how to find
         architectures under a budget that few random ones fit.
         """
-        picks = _LeanSuggester(rng, {d.name: d.trend for d in self._dims.values()}, fixed or {}, lean)
+        picks = _RandomSuggester(rng, {d.name: d.trend for d in self._dims.values()}, fixed or {}, lean)
         return self.suggest(picks), picks.params
 
     def contains(self, arch: Arch) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,7 @@ import torch
 from resnas import _data
 from resnas._data import Dataset, load_data, read_idx
 from resnas._errors import UserError
-
-DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
-    reason="needs `apt-get install dataset-fashion-mnist` (run `make data`)",
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: under `pytest -n 2` on two cores, two threads per worker thrash."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+from tests._marks import FASHION_MNIST, needs_fashion
 
 
 @pytest.fixture
@@ -46,10 +31,10 @@ def no_fashion_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 @needs_fashion
 def test_raw_reader_gives_fashion_mnist_shapes_and_labels() -> None:
-    train_x = read_idx(DEBIAN / "train-images-idx3-ubyte.gz")
-    train_y = read_idx(DEBIAN / "train-labels-idx1-ubyte.gz")
-    test_x = read_idx(DEBIAN / "t10k-images-idx3-ubyte.gz")
-    test_y = read_idx(DEBIAN / "t10k-labels-idx1-ubyte.gz")
+    train_x = read_idx(FASHION_MNIST / "train-images-idx3-ubyte.gz")
+    train_y = read_idx(FASHION_MNIST / "train-labels-idx1-ubyte.gz")
+    test_x = read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz")
+    test_y = read_idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")
     assert train_x.shape == (60000, 28, 28) and train_x.dtype == torch.uint8
     assert test_x.shape == (10000, 28, 28)
     assert train_y.shape == (60000,) and test_y.shape == (10000,)
@@ -89,7 +74,7 @@ def test_fashion_validation_is_held_out_of_training_set() -> None:
     assert not train & val
     assert max(train | val) < 60000
     # The indices really are where the images came from.
-    full = read_idx(DEBIAN / "train-images-idx3-ubyte.gz")
+    full = read_idx(FASHION_MNIST / "train-images-idx3-ubyte.gz")
     assert torch.equal(d.val_x[:, 0], full[d.val_index])
 
 
@@ -131,7 +116,7 @@ def test_torchvision_layout_under_data_root_is_found(
     raw = tmp_path / "tv" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        (raw / name).symlink_to(DEBIAN / name)
+        (raw / name).symlink_to(FASHION_MNIST / name)
     d = load_data("fashion-mnist", root=str(tmp_path / "tv"), train_samples=10, val_samples=10, seed=0)
     assert d.train_x.shape == (10, 1, 28, 28)
 

@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +66,6 @@ for case in json.loads(sys.argv[1]):
     results[case["name"]] = out
 print(json.dumps(results))
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # 32x32 inputs: a second thread costs more in synchronisation than it saves, far more on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _randomised(arch: Arch, num_classes: int, seed: int) -> nn.Module:

@@ -113,10 +113,13 @@ def test_sigkill_mid_trial_then_rerun_completes(tmp_path: Path) -> None:
     while time.monotonic() < deadline and proc.poll() is None and not running:
         time.sleep(0.5)
         if db.is_file():
-            with sqlite3.connect(db) as con:
-                running = bool(con.execute("select count(*) from trials t join trial_user_attributes a "
-                                           "on t.trial_id = a.trial_id where t.state = 'RUNNING' "
-                                           "and a.key = 'worker'").fetchone()[0])
+            try:
+                with sqlite3.connect(db) as con:
+                    running = bool(con.execute("select count(*) from trials t join trial_user_attributes a "
+                                               "on t.trial_id = a.trial_id where t.state = 'RUNNING' "
+                                               "and a.key = 'worker'").fetchone()[0])
+            except sqlite3.OperationalError:  # Optuna is still creating the schema
+                pass
     assert running, "no trial started training in time"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -6,8 +6,6 @@ import dataclasses
 import itertools
 import math
 import pickle
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,21 +22,9 @@ from resnas._train import (
     make_optimizer,
     train_candidate,
 )
+from tests._marks import needs_fashion
 
 CPU = torch.device("cpu")
-needs_fashion = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
-    reason="needs `apt-get install dataset-fashion-mnist` (run `make data`)",
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: under `pytest -n 2` on two cores, two threads per worker thrash (10x slower)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def tiny_cnn(in_channels: int, num_classes: int) -> nn.Sequential:
