@@ -12,6 +12,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torchvision
@@ -19,11 +20,15 @@ import torchvision
 import resnas
 
 
-def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device):
+def step_fn(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> Callable[[], float]:
+    """A function that runs one timed training step of `model` on (x, y) and returns its seconds."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     use_amp = device.type == "cuda"
 
     def step() -> float:
+        """One forward, backward and SGD update, synchronised so the time covers all of it."""
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -40,6 +45,7 @@ def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: to
 
 
 def main() -> int:
+    """Time both implementations of each network, interleaved, and print the medians and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=128)

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from resnas._errors import ConfigError
+
 
 class Stem(str, enum.Enum):
     """Input stem: ImageNet (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or CIFAR (3x3/1 conv)."""
@@ -59,20 +61,20 @@ def _enum(cls: type[enum.Enum], name: str, value: Any) -> Any:
         return cls(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"{name}: {value!r} is not one of {allowed}") from None
+        raise ConfigError(f"{name}: {value!r} is not one of {allowed}") from None
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name}: {value} must be >= {minimum}")
+        raise ConfigError(f"{name}: {value} must be >= {minimum}")
     return value
 
 
 def _float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -87,7 +89,7 @@ class StageSpec:
     def __post_init__(self) -> None:
         _int("depth", self.depth, 1)
         if self.stride not in (1, 2) or isinstance(self.stride, bool):
-            raise ValueError(f"stride: {self.stride!r} must be 1 or 2")
+            raise ConfigError(f"stride: {self.stride!r} must be 1 or 2")
         if self.width is not None:
             _int("width", self.width, 1)
 
@@ -130,17 +132,17 @@ class Arch:
         set_(self, "survival", _enum(Survival, "survival", self.survival))
         stages = self.stages
         if not isinstance(stages, (tuple, list)) or not stages:
-            raise ValueError(f"stages: expected a non-empty list of stages, got {stages!r}")
+            raise ConfigError(f"stages: expected a non-empty list of stages, got {stages!r}")
         if len(stages) > MAX_STAGES:
-            raise ValueError(f"stages: {len(stages)} stages, at most {MAX_STAGES} allowed")
+            raise ConfigError(f"stages: {len(stages)} stages, at most {MAX_STAGES} allowed")
         parsed = []
         for i, s in enumerate(stages):
             try:
                 parsed.append(s if isinstance(s, StageSpec) else StageSpec(**s))
             except TypeError as e:
-                raise ValueError(f"stages[{i}]: {e}") from None
+                raise ConfigError(f"stages[{i}]: {e}") from None
             except ValueError as e:
-                raise ValueError(f"stages[{i}].{e}") from None
+                raise ConfigError(f"stages[{i}].{e}") from None
         set_(self, "stages", tuple(parsed))
         _int("stem_width", self.stem_width, 1)
         _int("cardinality", self.cardinality, 1)
@@ -149,11 +151,11 @@ class Arch:
         set_(self, "dropout", _float("dropout", self.dropout))
         set_(self, "survival_prob", _float("survival_prob", self.survival_prob))
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: {self.dropout} must be in [0, 1)")
+            raise ConfigError(f"dropout: {self.dropout} must be in [0, 1)")
         if not 0.0 < self.survival_prob <= 1.0:
-            raise ValueError(f"survival_prob: {self.survival_prob} must be in (0, 1]")
+            raise ConfigError(f"survival_prob: {self.survival_prob} must be in (0, 1]")
         if self.survival is Survival.NONE and self.survival_prob != 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"survival_prob: {self.survival_prob} needs a survival schedule ('uniform' or 'linear'); "
                 "with survival 'none' it must be 1.0"
             )
@@ -165,40 +167,40 @@ class Arch:
     def _validate_dense(self) -> None:
         for name in ("growth_rate", "bottleneck_size", "compression"):
             if getattr(self, name) is None:
-                raise ValueError(f"{name}: required for shortcut 'dense'")
+                raise ConfigError(f"{name}: required for shortcut 'dense'")
         _int("growth_rate", self.growth_rate, 1)
         _int("bottleneck_size", self.bottleneck_size, 1)
         compression = _float("compression", self.compression)
         object.__setattr__(self, "compression", compression)
         if not 0.0 < compression <= 1.0:
-            raise ValueError(f"compression: {compression} must be in (0, 1]")
+            raise ConfigError(f"compression: {compression} must be in (0, 1]")
         for i, s in enumerate(self.stages):
             if s.width is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"stages[{i}].width: {s.width} has no meaning for shortcut 'dense' "
                     "(its width comes from growth_rate); use null"
                 )
         if self.stages[0].stride != 1:
-            raise ValueError("stages[0].stride: a dense net's first stage must have stride 1 "
+            raise ConfigError("stages[0].stride: a dense net's first stage must have stride 1 "
                              "(downsampling happens in the transitions between stages)")
         if self.width_multiplier != 1.0:
-            raise ValueError(f"width_multiplier: {self.width_multiplier} applies to residual nets; "
+            raise ConfigError(f"width_multiplier: {self.width_multiplier} applies to residual nets; "
                              "a dense net's width is set by growth_rate, so it must be 1.0")
         if self.base_width != 64:
-            raise ValueError(f"base_width: {self.base_width} applies to residual nets; "
+            raise ConfigError(f"base_width: {self.base_width} applies to residual nets; "
                              "a dense net's group width is growth_rate / cardinality, so it must be 64")
         if self.cardinality > 1:
             inner = self.bottleneck_size * self.growth_rate
             if self.block is Block.BASIC:
-                raise ValueError(f"cardinality: {self.cardinality} needs block 'bottleneck'; a basic dense "
+                raise ConfigError(f"cardinality: {self.cardinality} needs block 'bottleneck'; a basic dense "
                                  "layer's single 3x3 sees a varying input width, use cardinality 1")
             if self.growth_rate % self.cardinality or inner % self.cardinality:
-                raise ValueError(f"cardinality: {self.cardinality} must divide growth_rate "
+                raise ConfigError(f"cardinality: {self.cardinality} must divide growth_rate "
                                  f"({self.growth_rate}) and bottleneck_size * growth_rate ({inner})")
         # Each dense transition floors the map with a stride-sized average pool.
         reduction = (4 if self.stem is Stem.IMAGENET else 1) * math.prod(s.stride for s in self.stages)
         if reduction > MIN_RESOLUTION:
-            raise ValueError(
+            raise ConfigError(
                 f"stages: total downsampling x{reduction} would pool a {MIN_RESOLUTION}x{MIN_RESOLUTION} "
                 f"input to nothing; use fewer stride-2 stages (at most x{MIN_RESOLUTION} in all)"
             )
@@ -207,21 +209,21 @@ class Arch:
         kind = self.shortcut.value
         for name in ("growth_rate", "bottleneck_size", "compression"):
             if getattr(self, name) is not None:
-                raise ValueError(f"{name}: only applies to shortcut 'dense', not {kind!r}; use null")
+                raise ConfigError(f"{name}: only applies to shortcut 'dense', not {kind!r}; use null")
         for i, s in enumerate(self.stages):
             if s.width is None:
-                raise ValueError(f"stages[{i}].width: required for shortcut {kind!r}")
+                raise ConfigError(f"stages[{i}].width: required for shortcut {kind!r}")
         if self.width_multiplier <= 0:
-            raise ValueError(f"width_multiplier: {self.width_multiplier} must be > 0")
+            raise ConfigError(f"width_multiplier: {self.width_multiplier} must be > 0")
         if self.block is Block.BASIC and (self.cardinality != 1 or self.base_width != 64):
-            raise ValueError(
+            raise ConfigError(
                 f"cardinality: {self.cardinality} with base_width {self.base_width} needs block "
                 "'bottleneck'; a basic block has no inner 3x3 to group (ResNeXt, Xie et al. 2017), "
                 "use cardinality 1 and base_width 64"
             )
         for i, (planes, inner, out) in enumerate(self.residual_widths()):
             if inner < self.cardinality or out < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"stages[{i}].width: {planes} gives a {inner}-channel inner conv, "
                     f"too narrow for cardinality {self.cardinality}"
                 )
@@ -262,7 +264,7 @@ class Arch:
         and dense growth rates a multiple of the cardinality.
         """
         if not 0.0 < factor <= 1.0:
-            raise ValueError(f"width factor: {factor} must be in (0, 1]")
+            raise ConfigError(f"width factor: {factor} must be in (0, 1]")
         if factor == 1.0:
             return self
         stem = max(1, round(self.stem_width * factor))
@@ -295,13 +297,13 @@ class Arch:
     def from_dict(cls, data: Mapping[str, Any]) -> Arch:
         """Inverse of `to_dict`; unknown keys are errors."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"arch: expected a mapping, got {type(data).__name__}")
+            raise ConfigError(f"arch: expected a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{unknown[0]}: unknown arch field; allowed: {', '.join(sorted(known))}")
+            raise ConfigError(f"{unknown[0]}: unknown arch field; allowed: {', '.join(sorted(known))}")
         if "stages" not in data:
-            raise ValueError("stages: required")
+            raise ConfigError("stages: required")
         return cls(**data)
 
     def to_json(self) -> str:
@@ -312,7 +314,7 @@ class Arch:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"arch JSON: {e}") from None
+            raise ConfigError(f"arch JSON: {e}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> Arch:

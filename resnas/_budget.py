@@ -6,6 +6,8 @@ import math
 import re
 from decimal import Decimal
 
+from resnas._errors import ConfigError
+
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 # Either an exponent or a K/M/G/T suffix, not both: "4e9G" is far more likely a typo than a wish.
@@ -23,14 +25,14 @@ def parse_budget(text: str) -> int:
     """The FLOP count that `text` ("4GFLOPs", "600M", "1.5G", "4e9", "250K", "1T", "4000") denotes."""
     match = _BUDGET.fullmatch(text.strip())
     if match is None:
-        raise ValueError(f"invalid FLOP budget {text!r}: expected {BUDGET_FORMS}")
+        raise ConfigError(f"invalid FLOP budget {text!r}: expected {BUDGET_FORMS}")
     number = match["mantissa"] + (match["exponent"] or "")
     suffix = (match["suffix"] or "").lower()
     # Decimal keeps "1.5G" exactly 1_500_000_000; flooring is exact too, since a network's FLOPs are an
     # integer and so fit under 1234.5 exactly when they fit under 1234.
     flops = math.floor(Decimal(number) * _SCALE[suffix])
     if flops < 1:
-        raise ValueError(f"invalid FLOP budget {text!r}: it must be at least 1 FLOP; expected {BUDGET_FORMS}")
+        raise ConfigError(f"invalid FLOP budget {text!r}: it must be at least 1 FLOP; expected {BUDGET_FORMS}")
     return flops
 
 

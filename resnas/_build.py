@@ -8,19 +8,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from resnas._arch import MIN_RESOLUTION, Arch, Order, Shortcut
-from resnas._blocks import (
-    Cost,
-    DenseLayer,
-    Head,
-    HighwayGate,
-    IdentityGate,
-    PostActBlock,
-    PreActBlock,
-    Stage,
-    Stem,
-    Transition,
-)
+from resnas._arch import MIN_RESOLUTION, Arch, Order, Shortcut, Stem as StemKind
+from resnas._blocks import Cost, Head, Stage, Stem, Transition, block_kind, init_weights
+from resnas._errors import ConfigError
 
 
 class _Part(NamedTuple):
@@ -31,6 +21,8 @@ class _Part(NamedTuple):
 
 
 class _StagePlan(NamedTuple):
+    """A stage: its dense transition (None for residual nets and a dense net's first stage), its blocks."""
+
     transition: _Part | None
     blocks: list[_Part]
 
@@ -40,32 +32,47 @@ def dense_transition_width(channels: int, compression: float) -> int:
     return max(1, math.floor(channels * compression + 1e-9))
 
 
-def _plan(arch: Arch) -> tuple[list[_StagePlan], int]:
-    """Every stage's transition and blocks with constructor arguments, and the final channel count."""
+def stem_kwargs(arch: Arch, in_channels: int) -> dict[str, Any]:
+    """`Stem` arguments: a pre-activation CIFAR net leaves the stem's BN-ReLU to its first block (He 2016)."""
+    imagenet = arch.stem is StemKind.IMAGENET
+    return dict(in_channels=in_channels, width=arch.stem_width, imagenet=imagenet,
+                norm=imagenet or arch.order is Order.POST)
+
+
+def _dense_plan(arch: Arch) -> tuple[list[_StagePlan], int]:
+    """Per stage: transition (1x1 conv to floor(compression x C), pool) then dense layers adding k each."""
     probs = iter(arch.survival_probs())
+    growth, size = arch.growth_rate or 0, arch.bottleneck_size or 0  # set: validated for dense
+    layer = block_kind(arch).module
     stages: list[_StagePlan] = []
     channels = arch.stem_width
-    if arch.shortcut is Shortcut.DENSE:
-        growth, size = arch.growth_rate or 0, arch.bottleneck_size or 0  # set: validated for dense
-        for i, spec in enumerate(arch.stages):
-            transition = None
-            if i > 0:
-                out = dense_transition_width(channels, arch.compression or 1.0)
-                transition = _Part(Transition, dict(order=arch.order, cin=channels, cout=out, stride=spec.stride))
-                channels = out
-            layers = []
-            for _ in range(spec.depth):
-                layers.append(_Part(DenseLayer, dict(
-                    block=arch.block, order=arch.order, cin=channels, growth=growth, bottleneck_size=size,
-                    groups=arch.cardinality, dropout=arch.dropout, survival_prob=next(probs))))
-                channels += growth
-            stages.append(_StagePlan(transition, layers))
-        return stages, channels
-    block_cls = PreActBlock if arch.order is Order.PRE else PostActBlock
+    for i, spec in enumerate(arch.stages):
+        transition = None
+        if i > 0:
+            out = dense_transition_width(channels, arch.compression or 1.0)
+            transition = _Part(Transition, dict(cin=channels, cout=out, stride=spec.stride,
+                                                pre=arch.order is Order.PRE))
+            channels = out
+        layers = []
+        for _ in range(spec.depth):
+            layers.append(_Part(layer, dict(
+                block=arch.block, order=arch.order, cin=channels, growth=growth, bottleneck_size=size,
+                groups=arch.cardinality, dropout=arch.dropout, survival_prob=next(probs))))
+            channels += growth
+        stages.append(_StagePlan(transition, layers))
+    return stages, channels
+
+
+def _residual_plan(arch: Arch) -> tuple[list[_StagePlan], int]:
+    """Per stage: blocks, the first with the stage's stride (and a projection where the shape changes)."""
+    probs = iter(arch.survival_probs())
+    block = block_kind(arch).module
+    stages: list[_StagePlan] = []
+    channels = arch.stem_width
     for spec, (_, inner, out) in zip(arch.stages, arch.residual_widths()):
         blocks = []
         for j in range(spec.depth):
-            blocks.append(_Part(block_cls, dict(
+            blocks.append(_Part(block, dict(
                 block=arch.block, shortcut=arch.shortcut, cin=channels, inner=inner, out=out,
                 stride=spec.stride if j == 0 else 1, groups=arch.cardinality, dropout=arch.dropout,
                 survival_prob=next(probs))))
@@ -74,13 +81,18 @@ def _plan(arch: Arch) -> tuple[list[_StagePlan], int]:
     return stages, channels
 
 
+def _plan(arch: Arch) -> tuple[list[_StagePlan], int]:
+    """Every stage's transition and blocks with constructor arguments, and the final channel count."""
+    return _dense_plan(arch) if arch.shortcut is Shortcut.DENSE else _residual_plan(arch)
+
+
 class Network(nn.Module):
     """stem -> stages -> head; built from an `Arch` by `resnas.build`."""
 
     def __init__(self, arch: Arch, num_classes: int, in_channels: int) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = Stem(arch.stem, in_channels, arch.stem_width, arch.order)
+        self.stem = Stem(**stem_kwargs(arch, in_channels))
         plan, channels = _plan(arch)
         self.stages = nn.Sequential(*(
             Stage([p.cls(**p.kwargs) for p in s.blocks],
@@ -88,29 +100,24 @@ class Network(nn.Module):
             for s in plan
         ))
         self.head = Head(channels, num_classes, final_norm=arch.order is Order.PRE)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not isinstance(m, HighwayGate):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        # Zero-init the last BN of each post-order identity branch: a new block starts as the identity
-        # (Goyal et al. 2017), which helps the short training runs a search uses.
-        for m in self.modules():
-            if isinstance(m, PostActBlock) and isinstance(m.gate, IdentityGate):
-                nn.init.zeros_(getattr(m, f"bn{m.num_convs}").weight)
+        kind = block_kind(arch)
+        init_weights(self, kind.module if kind.zero_last_bn else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
 
 
 def _check_io(num_classes: int, in_channels: int) -> None:
+    """num_classes and in_channels are positive integers, or a ConfigError says which is not."""
     for name, v in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: {v!r} must be a positive integer")
+            raise ConfigError(f"{name}: {v!r} must be a positive integer")
+
+
+def check_resolution(resolution: int) -> None:
+    """`resolution` is an integer >= MIN_RESOLUTION, or a ConfigError says it is not."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
+        raise ConfigError(f"{resolution!r} must be an integer >= {MIN_RESOLUTION}", field="resolution")
 
 
 def build(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> Network:
@@ -122,9 +129,8 @@ def build(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> Netwo
 def count(arch: Arch, *, resolution: int = 224, num_classes: int = 1000, in_channels: int = 3) -> Cost:
     """FLOPs (== fvcore on the built module in eval mode), MACs and params of `arch`, by arithmetic alone."""
     _check_io(num_classes, in_channels)
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-        raise ValueError(f"resolution: {resolution!r} must be an integer >= {MIN_RESOLUTION}")
-    cost, h, w = Stem.cost(arch.stem, in_channels, arch.stem_width, arch.order, resolution, resolution)
+    check_resolution(resolution)
+    cost, h, w = Stem.cost(**stem_kwargs(arch, in_channels), h=resolution, w=resolution)
     plan, channels = _plan(arch)
     # Blocks after a residual stage's first are identical up to survival_prob, which costs nothing in
     # eval mode: price each distinct block once (a search screens thousands of deep candidates).

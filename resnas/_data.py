@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from resnas._errors import UserError
+from resnas._errors import ConfigError, DataError
 
 __all__ = ["DataSplits", "Dataset", "load_data", "read_idx"]
 
@@ -111,18 +111,18 @@ def load_data(
         dataset = Dataset(name)
     except ValueError:
         choices = ", ".join(d.value for d in Dataset)
-        raise UserError(f"unknown dataset {name!r}; choose one of {choices}") from None
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {choices}", field="dataset") from None
     if resolution is not None and resolution < 4:
-        raise UserError(f"resolution must be at least 4 pixels, got {resolution}")
+        raise ConfigError(f"resolution must be at least 4 pixels, got {resolution}")
     with _LOCK:
         full = _full_dataset(dataset, root, resolution)
     n = len(full.y)
     n_val = max(1, n // 10) if val_samples is None else val_samples
     n_train = n - n_val if train_samples is None else train_samples
     if n_val < 1 or n_train < 1 or n_val + n_train > n:
-        raise UserError(
+        raise ConfigError(
             f"{dataset.value} has {n} training images; cannot take {n_train} train + {n_val} validation "
-            f"(each at least 1, together at most {n})"
+            f"(each at least 1, together at most {n}): change train_samples or val_samples"
         )
     order = _balanced_order(full.y, full.num_classes, seed)
     val_idx, train_idx = order[:n_val], order[n_val : n_val + n_train]
@@ -156,14 +156,16 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as e:  # unreadable, or a gzip file cut short or corrupted
-        raise UserError(f"cannot read {path}: {_first_line(e)}; re-download it") from None
+        raise DataError(f"cannot read {path}: {_first_line(e)}; re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not an idx file of unsigned bytes; re-download it")
+        raise DataError(f"{path} is not an idx file of unsigned bytes; re-download it")
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     offset = 4 + 4 * ndim
     if len(raw) - offset != math.prod(shape):
-        raise UserError(f"{path} is truncated: header says {shape}, file holds {len(raw) - offset} bytes")
+        raise DataError(
+            f"{path} is truncated: header says {shape}, file holds {len(raw) - offset} bytes; re-download it"
+        )
     # bytearray: frombuffer warns on read-only bytes, and the tensor must own writable memory anyway.
     return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
 
@@ -176,8 +178,9 @@ def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) ->
         return _read_cifar(dataset, _resolved(root))
     if dataset is Dataset.IMAGEFOLDER:
         if root is None:
-            raise UserError(
-                "--dataset imagefolder needs --data-root DIR with one sub-folder of images per class"
+            raise ConfigError(
+                "the imagefolder dataset needs a folder with one sub-folder of images per class",
+                field="data_root",
             )
         return _read_imagefolder(str(Path(root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
     return _synthetic(resolution or _SYNTHETIC_RESOLUTION)
@@ -194,14 +197,14 @@ def _cache_dir() -> Path:
 
 
 def _candidate_roots(root: str | None, fixed: tuple[Path, ...]) -> list[Path]:
-    """Folders to search, in order: --data-root, $RESNAS_DATA, the `fixed` ones, the download cache."""
+    """Folders to search, in order: `root`, $RESNAS_DATA, the `fixed` ones, the download cache."""
     env = os.environ.get("RESNAS_DATA")
     given = [Path(p).expanduser() for p in (root, env) if p]
     return [p.absolute() for p in (*given, *fixed, _cache_dir())]
 
 
 def _download_root(root: str | None) -> Path:
-    """Where a missing dataset is downloaded: --data-root, else $RESNAS_DATA, else the cache."""
+    """Where a missing dataset is downloaded: `root`, else $RESNAS_DATA, else the cache."""
     chosen = root or os.environ.get("RESNAS_DATA")
     return Path(chosen).expanduser() if chosen else _cache_dir()
 
@@ -229,14 +232,14 @@ def _find_fashion(root: str | None) -> tuple[Path, Path]:
         _download_fashion(target)
     except Exception as e:  # torchvision raises RuntimeError, URLError or OSError depending on the failure
         looked = ", ".join(str(p) for p in candidates)
-        raise UserError(
+        raise DataError(
             f"Fashion-MNIST not found (looked in {looked}; download to {target} failed: "
-            f"{_first_line(e)}); fix: `apt-get install dataset-fashion-mnist`, or --data-root DIR holding "
-            f"train-images-idx3-ubyte.gz, or --dataset synthetic for a smoke test"
+            f"{_first_line(e)}); fix: `apt-get install dataset-fashion-mnist`, or set data_root to a folder "
+            f"holding train-images-idx3-ubyte.gz, or use the synthetic dataset for a smoke test"
         ) from None
     files = _fashion_files(target)
     if files is None:
-        raise UserError(
+        raise DataError(
             f"downloaded Fashion-MNIST to {target} but its files are not there; delete it and retry"
         )
     return files[0].resolve(), files[1].resolve()
@@ -268,7 +271,9 @@ def _read_fashion(images: Path, labels: Path) -> _Full:
     x = read_idx(images).unsqueeze(1)
     y = read_idx(labels).long()
     if x.shape[1:] != (1, 28, 28) or len(x) != len(y):
-        raise UserError(f"{images} and {labels} are not Fashion-MNIST's 28x28 images and their labels")
+        raise DataError(
+            f"{images} and {labels} are not Fashion-MNIST's 28x28 images and their labels; re-download them"
+        )
     return _Full(x=x, y=y, num_classes=10, augment=False, source=f"Fashion-MNIST from {images.parent}")
 
 
@@ -292,10 +297,10 @@ def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
                 ds = cls(str(target), train=True, download=True)
         except Exception as e:  # RuntimeError, URLError, OSError or a tarfile error, by failure
             looked = ", ".join(str(p) for p in candidates)
-            raise UserError(
+            raise DataError(
                 f"{cls.__name__} not found (looked in {looked}; download to {target} failed: "
-                f"{_first_line(e)}); fix: put {cls.base_folder}/ in DIR and pass --data-root DIR, "
-                "or use --dataset fashion-mnist"
+                f"{_first_line(e)}); fix: put {cls.base_folder}/ in a folder and set data_root to it, "
+                "or use the fashion-mnist dataset"
             ) from None
         folder = target
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -315,11 +320,11 @@ def _read_imagefolder(root: str, resolution: int) -> _Full:
     try:
         ds = ImageFolder(root, transform=tf)
     except (FileNotFoundError, NotADirectoryError) as e:
-        raise UserError(
+        raise DataError(
             f"cannot read image folder {root}: {_first_line(e)}; it needs one sub-folder per class"
         ) from None
     if len(ds.classes) < 2:
-        raise UserError(
+        raise DataError(
             f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+"
         )
     x = torch.empty(len(ds), 3, resolution, resolution, dtype=torch.uint8)
@@ -391,6 +396,6 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 def _first_line(e: BaseException) -> str:
-    """An exception's first message line, so a UserError stays one line."""
+    """An exception's first message line, so an error message quoting it stays one line."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

@@ -1,30 +1,31 @@
 """Search spaces: which `Arch` points a search may propose, read from a commented YAML file.
 
-Every question about a space (suggest for an Optuna trial, sample with `random`, contains, size, the
-exact FLOP range) is answered by one walk over its dimensions (`SearchSpace._walk`) that asks a
-`pick` function for each dimension's value only where that dimension applies. The walks differ only in
-`pick`: a sampler, a replay of a given Arch, or a depth-first enumeration.
+One table, `_SPECS`, holds every dimension's rules: its YAML key and value rule, when it applies (a
+conjunction of conditions on values picked before it), its FLOP trend and the `Arch` field it sets.
+Reading a file, every walk (suggest for an Optuna trial, sample with `random`, contains, size, the exact
+FLOP range) and the check of a file's combinations all follow that table: a walk asks a `pick` function
+for each dimension's value, in table order, only where the dimension applies; walks differ only in `pick`
+(a sampler, a replay of a given Arch, or a depth-first enumeration).
 
 Combinations that `Arch` would reject are refused when the file is loaded (`SearchSpace.from_dict`
-names the offending keys), never filtered at suggest time, so every walk yields a valid `Arch` and
+names the offending values), never filtered at suggest time, so every walk yields a valid `Arch` and
 every suggested parameter has a fixed distribution across trials, as Optuna's samplers need.
 """
 
 from __future__ import annotations
 
 import abc
-import difflib
 import enum
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
-
-import yaml
+from typing import Any, Protocol
 
 from resnas._arch import MAX_STAGES, MIN_RESOLUTION, Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
+from resnas._errors import ConfigError
+from resnas._space_yaml import Reader, Rule, enum_rule, load_yaml
 
 # -- samplers -------------------------------------------------------------------------------------
 
@@ -53,6 +54,7 @@ class CountFn(Protocol):
 
 
 def _default_count() -> CountFn:
+    """resnas._build.count, imported on first use."""
     # Imported on first use: callers passing their own counter (tests, stubs) need no builder.
     from resnas._build import count
 
@@ -63,6 +65,7 @@ def _default_count() -> CountFn:
 
 
 def _plain(value: Any) -> str:
+    """An enum member's value, or any other value, as text."""
     return str(value.value) if isinstance(value, enum.Enum) else str(value)
 
 
@@ -76,6 +79,7 @@ class _RandomSuggester:
         self.params: dict[str, Any] = {}
 
     def _pick(self, name: str, options: Sequence[Any]) -> Any:
+        """One of `options`, uniform over all or, leaning, over the cheapest share."""
         trend = self._trends[name]
         if trend in (FlopsTrend.INCREASING, FlopsTrend.DECREASING) and self._lean < 1:
             ordered = sorted(options, reverse=trend is FlopsTrend.DECREASING)
@@ -83,6 +87,7 @@ class _RandomSuggester:
         return self._rng.choice(list(options))
 
     def _record(self, name: str, draw: Callable[[], Any]) -> Any:
+        """The fixed value of parameter `name`, else `draw()`; recorded in `params`."""
         self.params[name] = self._fixed[name] if name in self._fixed else draw()
         return self.params[name]
 
@@ -93,7 +98,8 @@ class _RandomSuggester:
         def draw() -> float:
             trend = self._trends[name]
             share = self._rng.random() * (self._lean if trend is not FlopsTrend.NONE else 1.0)
-            return high - share * (high - low) if trend is FlopsTrend.DECREASING else low + share * (high - low)
+            span = share * (high - low)
+            return high - span if trend is FlopsTrend.DECREASING else low + span
 
         return float(self._record(name, draw))
 
@@ -302,195 +308,227 @@ class FlopsRange:
     counted: int
 
 
-# -- reading YAML -----------------------------------------------------------------------------------
+# -- the table: every dimension's rules -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Rule:
-    """What a single value may be: `kind` (int, float or an Enum class) passing `ok`."""
+class _When:
+    """One condition for a dimension to apply: the value picked for earlier dimension `key` passes `test`."""
 
-    kind: type
-    allowed: str
-    ok: Callable[[Any], bool] = lambda v: True
-
-
-def _enum_rule(cls: type[enum.Enum]) -> _Rule:
-    return _Rule(cls, "one of " + ", ".join(repr(m.value) for m in cls))
+    key: str
+    test: Callable[[Any], bool]
+    text: str  # for people, when it holds
+    never: str  # for people, when no allowed value passes
 
 
-_COUNT = _Rule(int, "an integer >= 1", lambda v: v >= 1)
-_PROBABILITY = _Rule(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
-_RULES: dict[str, _Rule] = {
-    "stem": _enum_rule(Stem),
-    "stem_width": _COUNT,
-    "block": _enum_rule(Block),
-    "shortcut": _enum_rule(Shortcut),
-    "order": _enum_rule(Order),
-    "depth": _COUNT,
-    "width": _COUNT,
-    "stride": _Rule(int, "1 or 2", lambda v: v in (1, 2)),
-    "cardinality": _COUNT,
-    "base_width": _COUNT,
-    "width_multiplier": _Rule(float, "a number > 0", lambda v: v > 0),
-    "growth_rate": _COUNT,
-    "bottleneck_size": _COUNT,
-    "compression": _PROBABILITY,
-    "dense_cardinality": _COUNT,
-    "dropout": _Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1),
-    "survival": _enum_rule(Survival),
-    "survival_prob": _PROBABILITY,
-}
-_INPUT_RULES: dict[str, _Rule] = {
-    "resolution": _Rule(int, f"an integer >= {MIN_RESOLUTION}", lambda v: v >= MIN_RESOLUTION),
+_RESIDUAL = _When("shortcut", lambda v: v is not Shortcut.DENSE, "shortcut not dense",
+                  "shortcut is always 'dense'")
+_DENSE = _When("shortcut", lambda v: v is Shortcut.DENSE, "shortcut dense", "shortcut is never 'dense'")
+_BOTTLENECK = _When("block", lambda v: v is Block.BOTTLENECK, "bottleneck", "block is never 'bottleneck'")
+_GROUPED = _When("cardinality", lambda v: v > 1, "cardinality > 1", "cardinality is never > 1")
+_SURVIVAL = _When("survival", lambda v: v is not Survival.NONE, "survival not none",
+                  "survival is always 'none'")
+
+_ARCH_DEFAULTS = {f.name: f.default for f in fields(Arch)}
+_STAGE_DEFAULTS = {f.name: f.default for f in fields(StageSpec)}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One dimension's rules: YAML key, value rule, FLOP trend, when it applies, the Arch field it sets."""
+
+    key: str  # the YAML key (within each stage when `stage`), and the dimension's name
+    rule: Rule
+    trend: FlopsTrend
+    when: tuple[_When, ...] = ()  # all must hold; each names a dimension whose `when` is a prefix of these
+    stage: bool = False  # one dimension per stage, `stages[i].key`, setting StageSpec's field
+    attr: str | None = None  # the Arch (StageSpec) field it sets, when not named `key`
+    check_all: bool = False  # Arch's validity depends on every value, not just the cheap end
+    required: bool = False  # a file must give it where it applies, although the field has a default
+    note: str = ""  # why it never applies, when its last condition is never met
+
+    @property
+    def field(self) -> str:
+        """The Arch (StageSpec) field the dimension sets."""
+        return self.attr or self.key
+
+    @property
+    def applies(self) -> str:
+        """When it applies, for people."""
+        return ", ".join(w.text for w in self.when) or "always"
+
+    @property
+    def branches(self) -> bool:
+        """Whether later dimensions' conditions depend on its value."""
+        return any(w.key == self.key for spec in _SPECS for w in spec.when)
+
+    @property
+    def default(self) -> Any:
+        """Arch's (StageSpec's) default, taken where a file leaves the key out; None when there is none."""
+        value = (_STAGE_DEFAULTS if self.stage else _ARCH_DEFAULTS)[self.field]
+        return None if self.required or value is MISSING else value
+
+    def applies_to(self, picked: Mapping[str, Any]) -> bool:
+        """Whether it applies given the values picked so far (keyed by dimension name)."""
+        return all(w.test(picked[w.key]) for w in self.when)
+
+    def never(self, domains: Mapping[str, Domain]) -> str | None:
+        """Why no combination of the earlier dimensions' `domains` makes it apply; None when some does."""
+        for w in self.when:
+            if not any(w.test(v) for v in domains[w.key].options()):
+                return w.never + (f" ({self.note})" if self.note and w is self.when[-1] else "")
+        return None
+
+
+_COUNT = Rule(int, "an integer >= 1", lambda v: v >= 1)
+_PROBABILITY = Rule(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+
+# In walk order: suggest asks Optuna for the parameters in this order, so it must not change.
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("stem", enum_rule(Stem), FlopsTrend.KIND),
+    _Spec("stem_width", _COUNT, FlopsTrend.INCREASING),
+    _Spec("block", enum_rule(Block), FlopsTrend.KIND),
+    _Spec("shortcut", enum_rule(Shortcut), FlopsTrend.KIND),
+    _Spec("order", enum_rule(Order), FlopsTrend.KIND),
+    _Spec("depth", _COUNT, FlopsTrend.INCREASING, stage=True),
+    _Spec("stride", Rule(int, "1 or 2", lambda v: v in (1, 2)), FlopsTrend.DECREASING, stage=True),
+    _Spec("width", _COUNT, FlopsTrend.INCREASING, (_RESIDUAL,), stage=True,
+          note="its width comes from growth_rate"),
+    _Spec("width_multiplier", Rule(float, "a number > 0", lambda v: v > 0), FlopsTrend.INCREASING,
+          (_RESIDUAL,)),
+    _Spec("cardinality", _COUNT, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK)),
+    _Spec("base_width", _COUNT, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK, _GROUPED),
+          note="it is 64 for cardinality 1"),
+    # Every dense cardinality must divide every growth rate, hence check_all.
+    _Spec("growth_rate", _COUNT, FlopsTrend.INCREASING, (_DENSE,), check_all=True),
+    _Spec("bottleneck_size", _COUNT, FlopsTrend.INCREASING, (_DENSE,)),
+    _Spec("compression", _PROBABILITY, FlopsTrend.INCREASING, (_DENSE,)),
+    _Spec("dense_cardinality", _COUNT, FlopsTrend.KIND, (_DENSE, _BOTTLENECK), attr="cardinality"),
+    _Spec("dropout", Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1), FlopsTrend.NONE),
+    _Spec("survival", enum_rule(Survival), FlopsTrend.NONE),
+    # Arch's 1.0 would make a schedule that drops nothing: a file must say what it means.
+    _Spec("survival_prob", _PROBABILITY, FlopsTrend.NONE, (_SURVIVAL,), required=True),
+)
+_STAGE_SPECS = tuple(s for s in _SPECS if s.stage)
+_INPUT_RULES: dict[str, Rule] = {
+    "resolution": Rule(int, f"an integer >= {MIN_RESOLUTION}", lambda v: v >= MIN_RESOLUTION),
     "channels": _COUNT,
     "classes": _COUNT,
 }
-_TOP_KEYS = ("input", "stages") + tuple(k for k in _RULES if k not in ("depth", "width", "stride"))
-_STAGE_KEYS = ("depth", "width", "stride")
-
-# Arch's defaults for the dimensions a file may leave out; the others are required where they apply.
-_DEFAULTS: dict[str, Any] = {
-    "stem": Stem.IMAGENET, "stem_width": 64, "block": Block.BOTTLENECK, "shortcut": Shortcut.IDENTITY,
-    "order": Order.POST, "stride": 1, "cardinality": 1, "base_width": 64, "width_multiplier": 1.0,
-    "dense_cardinality": 1, "dropout": 0.0, "survival": Survival.NONE,
-}
-
-_RESIDUAL = "shortcut not dense"
-_RESIDUAL_BOTTLENECK = f"{_RESIDUAL}, bottleneck"
-_DENSE = "shortcut dense"
+_TOP_KEYS = ("input", "stages") + tuple(s.key for s in _SPECS if not s.stage)
+_STAGE_KEYS = tuple(s.key for s in _STAGE_SPECS)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+@dataclass(frozen=True)
+class _Slot:
+    """One dimension of a space with a given number of stages: its name, its rules and its stage (or None)."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` may be overridden by design
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float)):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
+    name: str
+    spec: _Spec
+    stage: int | None
 
+    @property
+    def path(self) -> str:
+        """The Arch field it sets, as Arch's errors name it (`stages[i].field` for a stage's)."""
+        return self.spec.field if self.stage is None else f"stages[{self.stage}].{self.spec.field}"
 
-def _load_yaml(path: Path) -> Any:
-    """The parsed file; a missing file or bad YAML is a one-line ValueError with the line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: search space file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the search space file ({e})") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        detail = e.problem or ""
-        if e.context and e.context_mark:
-            # The parser notices an unclosed bracket only lines later; say where the construct began.
-            detail += f" ({e.context} from line {e.context_mark.line + 1})"
-        raise ValueError(f"{path}: {where}invalid YAML: {' '.join(detail.split())}") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    def read(self, arch: Arch) -> Any:
+        """Its value in `arch` (which has enough stages)."""
+        return getattr(arch if self.stage is None else arch.stages[self.stage], self.spec.field)
 
 
-class _Reader:
-    """Checks a parsed file piece by piece; every failure is one line naming file, key path and value."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, message: str) -> NoReturn:
-        raise ValueError(f"{self.source}: {where}: {message}")
-
-    def mapping(self, where: str, raw: Any, allowed: Sequence[str]) -> Mapping[str, Any]:
-        if not isinstance(raw, dict):
-            self.fail(where or "top level", f"got {raw!r}, expected a mapping with keys {', '.join(allowed)}")
-        for key in raw:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                self.fail(_join(where, key), f"unknown key {key!r}; {hint}allowed: {', '.join(allowed)}")
-        return raw
-
-    def value(self, where: str, raw: Any, rule: _Rule) -> Any:
-        kind = rule.kind
-        # YAML's true/false are no numbers, though Python's bool is an int.
-        number = isinstance(raw, (int, float)) and not isinstance(raw, bool)
-        if issubclass(kind, enum.Enum):
-            if isinstance(raw, str) and raw in {m.value for m in kind}:
-                return kind(raw)
-        elif kind is int:
-            if number and isinstance(raw, int) and rule.ok(raw):
-                return raw
-        elif number and math.isfinite(raw) and rule.ok(float(raw)):
-            return float(raw)
-        self.fail(where, f"got {raw!r}, expected {rule.allowed}")
-
-    def domain(self, where: str, raw: Any, rule: _Rule) -> Domain:
-        if isinstance(raw, list):
-            if not raw:
-                self.fail(where, f"got an empty list, expected one or more of {rule.allowed}")
-            values = tuple(self.value(f"{where}[{i}]", v, rule) for i, v in enumerate(raw))
-            for i, v in enumerate(values):
-                if v in values[:i]:
-                    self.fail(f"{where}[{i}]", f"{raw[i]!r} is listed twice")
-            return Choices(values)
-        if not isinstance(raw, dict):
-            return Choices((self.value(where, raw, rule),))
-        if issubclass(rule.kind, enum.Enum):
-            self.fail(where, f"got {raw!r}: a {{min, max}} range needs numbers; give one or a list of "
-                             f"{rule.allowed}")
-        keys = ("min", "max", "step") if rule.kind is int else ("min", "max")
-        self.mapping(where, raw, keys)
-        if "min" not in raw or "max" not in raw:
-            self.fail(where, f"got {raw!r}, a range needs both min and max")
-        low = self.value(f"{where}.min", raw["min"], rule)
-        high = self.value(f"{where}.max", raw["max"], rule)
-        if low > high:
-            self.fail(where, f"got {raw!r}: min {low} is above max {high}")
-        if rule.kind is float:
-            return Choices((low,)) if low == high else FloatRange(low, high)
-        step = self.value(f"{where}.step", raw.get("step", 1), _COUNT)
-        if (high - low) % step:
-            self.fail(where, f"got {raw!r}: max - min = {high - low} is no multiple of step {step}")
-        return Choices((low,)) if low == high else IntRange(low, high, step)
+def _layout(num_stages: int) -> list[_Slot]:
+    """Every spec in table order, the per-stage ones repeated stage by stage where the first one stands."""
+    slots: list[_Slot] = []
+    for spec in _SPECS:
+        if not spec.stage:
+            slots.append(_Slot(spec.key, spec, None))
+        elif spec is _STAGE_SPECS[0]:
+            slots += [_Slot(f"stages[{i}].{s.key}", s, i) for i in range(num_stages) for s in _STAGE_SPECS]
+    return slots
 
 
-def _join(parent: str, key: Any) -> str:
-    return f"{parent}.{key}" if parent else str(key)
+# -- reading a file ---------------------------------------------------------------------------------
 
 
-def _read_stages(r: _Reader, stages: Any, residual: bool) -> list[Dimension]:
-    """Each stage's depth, stride and (for residual shortcuts) width dimensions."""
-    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
-        r.fail("stages", f"got {stages!r}, expected a list of 1 to {MAX_STAGES} stages")
-    dims = []
-    for i, raw in enumerate(stages):
-        where = f"stages[{i}]"
-        stage = r.mapping(where, raw, _STAGE_KEYS)
-        if "depth" not in stage:
-            r.fail(f"{where}.depth", f"missing; expected {_COUNT.allowed}, a list or a range")
-        dims.append(Dimension(f"{where}.depth", r.domain(f"{where}.depth", stage["depth"], _COUNT),
-                              "always", False, FlopsTrend.INCREASING))
-        stride = (r.domain(f"{where}.stride", stage["stride"], _RULES["stride"]) if "stride" in stage
-                  else Choices((_DEFAULTS["stride"],)))
-        dims.append(Dimension(f"{where}.stride", stride, "always", False, FlopsTrend.DECREASING))
-        if not residual and "width" in stage:
-            r.fail(f"{where}.width", "never applies, because shortcut is always 'dense' (its width "
-                                     "comes from growth_rate); remove it")
-        if residual:
-            if "width" not in stage:
-                r.fail(f"{where}.width", f"missing; shortcut can be identity or gated, which needs "
-                                         f"{_COUNT.allowed}, a list or a range")
-            dims.append(Dimension(f"{where}.width", r.domain(f"{where}.width", stage["width"], _COUNT),
-                                  _RESIDUAL, False, FlopsTrend.INCREASING))
+def _read_domain(r: Reader, where: str, raw: Any, rule: Rule) -> Domain:
+    """A scalar (fixed), a list (Choices), {min, max, step} (IntRange) or {min, max} (FloatRange)."""
+    if isinstance(raw, list):
+        if not raw:
+            r.fail(where, f"got an empty list, expected one or more of {rule.allowed}")
+        values = tuple(r.value(f"{where}[{i}]", v, rule) for i, v in enumerate(raw))
+        for i, v in enumerate(values):
+            if v in values[:i]:
+                r.fail(f"{where}[{i}]", f"{raw[i]!r} is listed twice")
+        return Choices(values)
+    if not isinstance(raw, dict):
+        return Choices((r.value(where, raw, rule),))
+    if issubclass(rule.kind, enum.Enum):
+        r.fail(where, f"got {raw!r}: a {{min, max}} range needs numbers; give one or a list of "
+                      f"{rule.allowed}")
+    r.mapping(where, raw, ("min", "max", "step") if rule.kind is int else ("min", "max"))
+    if "min" not in raw or "max" not in raw:
+        r.fail(where, f"got {raw!r}, a range needs both min and max")
+    low, high = r.value(f"{where}.min", raw["min"], rule), r.value(f"{where}.max", raw["max"], rule)
+    if low > high:
+        r.fail(where, f"got {raw!r}: min {low} is above max {high}")
+    if rule.kind is float:
+        return Choices((low,)) if low == high else FloatRange(low, high)
+    step = r.value(f"{where}.step", raw.get("step", 1), _COUNT)
+    if (high - low) % step:
+        r.fail(where, f"got {raw!r}: max - min = {high - low} is no multiple of step {step}")
+    return Choices((low,)) if low == high else IntRange(low, high, step)
+
+
+def _read_input(r: Reader, raw: Any) -> tuple[int, int, int]:
+    """The `input` mapping's resolution, channels and classes."""
+    given = r.mapping("input", raw, tuple(_INPUT_RULES))
+    for key, rule in _INPUT_RULES.items():
+        if key not in given:
+            r.fail(f"input.{key}", f"missing; expected {rule.allowed}")
+    resolution, channels, classes = (r.value(f"input.{k}", given[k], rule)
+                                     for k, rule in _INPUT_RULES.items())
+    return resolution, channels, classes
+
+
+def _read_stages(r: Reader, raw: Any) -> list[Mapping[str, Any]]:
+    """The `stages` list's mappings, each with known keys only."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_STAGES:
+        r.fail("stages", f"got {raw!r}, expected a list of 1 to {MAX_STAGES} stages")
+    return [r.mapping(f"stages[{i}]", stage, _STAGE_KEYS) for i, stage in enumerate(raw)]
+
+
+def _read_dims(r: Reader, top: Mapping[str, Any], stages: Sequence[Mapping[str, Any]]) -> list[Dimension]:
+    """Each slot's Dimension where it can apply, in table order; a key where it never applies is an error."""
+    domains: dict[str, Domain] = {}
+    dims: list[Dimension] = []
+    for slot in _layout(len(stages)):
+        spec = slot.spec
+        given = top if slot.stage is None else stages[slot.stage]
+        reason = spec.never(domains)
+        if reason is not None:
+            if spec.key in given:
+                r.fail(slot.name, f"never applies, because {reason}; remove it")
+            continue
+        if spec.key in given:
+            domains[slot.name] = _read_domain(r, slot.name, given[spec.key], spec.rule)
+        elif spec.default is not None:
+            domains[slot.name] = Choices((spec.default,))
+        else:
+            applies = f" (it applies when {spec.applies})" if spec.when else ""
+            r.fail(slot.name, f"missing; expected {spec.rule.allowed}, a list or a range{applies}")
+        dims.append(Dimension(slot.name, domains[slot.name], spec.applies, spec.branches, spec.trend))
     return dims
+
+
+def _corner(dim: Dimension, cheap: bool) -> tuple[Any, ...]:
+    """Values for a FLOP extreme: every kind value, a monotone one's cheap (or dear) end, else the first."""
+    if dim.trend is FlopsTrend.KIND:
+        return dim.domain.options()
+    if dim.trend is FlopsTrend.NONE:
+        return (dim.domain.first,)
+    low = (dim.trend is FlopsTrend.INCREASING) == cheap
+    return (dim.domain.low if low else dim.domain.high,)
 
 
 # -- the space ------------------------------------------------------------------------------------
@@ -502,6 +540,8 @@ class SearchSpace:
     def __init__(self, dims: Sequence[Dimension], num_stages: int, *, resolution: int, in_channels: int,
                  num_classes: int, source: str) -> None:
         self._dims = {d.name: d for d in dims}
+        slots = {s.name: s for s in _layout(num_stages)}
+        self._slots = {d.name: slots[d.name] for d in dims}
         self._num_stages = num_stages
         self._resolution = resolution
         self._in_channels = in_channels
@@ -512,118 +552,74 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        """Read a search-space file (format: search_spaces/resnet_family.yaml); errors are ValueErrors."""
+        """Read a search-space file (format: search_spaces/resnet_family.yaml); errors are ConfigErrors."""
         path = Path(path)
-        data = _load_yaml(path)
+        data = load_yaml(path)
         if data is None:
-            raise ValueError(f"{path}: the file is empty; a search space needs at least 'input' and 'stages'")
+            raise ConfigError(f"{path}: the file is empty; a search space needs at least 'input' and "
+                              "'stages'")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<dict>") -> SearchSpace:
         """A space from the parsed YAML mapping; `source` names it in error messages."""
-        r = _Reader(source)
+        r = Reader(source)
         top = r.mapping("", data, _TOP_KEYS)
         for key in ("input", "stages"):
             if key not in top:
                 r.fail(key, "missing; every search space needs 'input' and 'stages'")
-        inp = r.mapping("input", top["input"], tuple(_INPUT_RULES))
-        for key, rule in _INPUT_RULES.items():
-            if key not in inp:
-                r.fail(f"input.{key}", f"missing; expected {rule.allowed}")
-        resolution, channels, classes = (r.value(f"input.{k}", inp[k], rule)
-                                         for k, rule in _INPUT_RULES.items())
-
-        def domain(key: str) -> Domain:
-            if key in top:
-                return r.domain(key, top[key], _RULES[key])
-            if key in _DEFAULTS:
-                return Choices((_DEFAULTS[key],))
-            r.fail(key, f"missing; expected {_RULES[key].allowed}, a list or a range")
-
-        def never(keys: Sequence[str], reason: str) -> None:
-            for key in keys:
-                if key in top:
-                    r.fail(key, f"never applies, because {reason}; remove it")
-
-        def dim(name: str, applies: str, trend: FlopsTrend, *, branches: bool = False) -> Dimension:
-            return Dimension(name, domain(name), applies, branches, trend)
-
-        stem, block, shortcut, survival = (domain(k) for k in ("stem", "block", "shortcut", "survival"))
-        residual = any(s is not Shortcut.DENSE for s in shortcut.options())
-        dense = Shortcut.DENSE in shortcut.options()
-        bottleneck = Block.BOTTLENECK in block.options()
-        dims = [
-            Dimension("stem", stem, "always", False, FlopsTrend.KIND),
-            dim("stem_width", "always", FlopsTrend.INCREASING),
-            Dimension("block", block, "always", True, FlopsTrend.KIND),
-            Dimension("shortcut", shortcut, "always", True, FlopsTrend.KIND),
-            dim("order", "always", FlopsTrend.KIND),
-        ]
-        dims += _read_stages(r, top["stages"], residual)
-
-        if not residual:
-            never(("width_multiplier", "cardinality", "base_width"), "shortcut is always 'dense'")
-        elif not bottleneck:
-            dims.append(dim("width_multiplier", _RESIDUAL, FlopsTrend.INCREASING))
-            never(("cardinality", "base_width"), "block is never 'bottleneck'")
-        else:
-            dims.append(dim("width_multiplier", _RESIDUAL, FlopsTrend.INCREASING))
-            dims.append(dim("cardinality", _RESIDUAL_BOTTLENECK, FlopsTrend.KIND, branches=True))
-            if dims[-1].domain.high > 1:
-                dims.append(dim("base_width", f"{_RESIDUAL_BOTTLENECK}, cardinality > 1", FlopsTrend.KIND))
-            else:
-                never(("base_width",), "cardinality is never > 1 (it is 64 for cardinality 1)")
-        if dense:
-            dims += [dim(k, _DENSE, FlopsTrend.INCREASING)
-                     for k in ("growth_rate", "bottleneck_size", "compression")]
-            if bottleneck:
-                dims.append(dim("dense_cardinality", f"{_DENSE}, bottleneck", FlopsTrend.KIND))
-            else:
-                never(("dense_cardinality",), "block is never 'bottleneck'")
-        else:
-            never(("growth_rate", "bottleneck_size", "compression", "dense_cardinality"),
-                  "shortcut is never 'dense'")
-        dims.append(dim("dropout", "always", FlopsTrend.NONE))
-        dims.append(Dimension("survival", survival, "always", True, FlopsTrend.NONE))
-        if any(s is not Survival.NONE for s in survival.options()):
-            dims.append(dim("survival_prob", "survival not none", FlopsTrend.NONE))
-        else:
-            never(("survival_prob",), "survival is always 'none'")
-
-        space = cls(dims, len(top["stages"]), resolution=resolution, in_channels=channels,
+        resolution, channels, classes = _read_input(r, top["input"])
+        stages = _read_stages(r, top["stages"])
+        space = cls(_read_dims(r, top, stages), len(stages), resolution=resolution, in_channels=channels,
                     num_classes=classes, source=source)
-        space._check_combinations(r)
+        space._refuse_invalid(r)
         return space
 
-    def _check_combinations(self, r: _Reader) -> None:
-        """Refuse spaces where some combination of allowed values is an invalid `Arch` (see module doc)."""
-        d = self._dims
-        strides = [d[f"stages[{i}].stride"].domain for i in range(self._num_stages)]
-        if "growth_rate" in d:
-            if strides[0].high != 1:
-                r.fail("stages[0].stride", f"allows {strides[0]}, but shortcut can be 'dense', whose "
-                                           "first stage must have stride 1 (it downsamples in its "
-                                           "transitions); use 1")
-            reduction = (4 if Stem.IMAGENET in d["stem"].domain.options() else 1) * math.prod(
-                s.high for s in strides)
-            if reduction > MIN_RESOLUTION:
-                r.fail("stages", f"strides allow x{reduction} downsampling, but a dense net's average pools "
-                                 f"allow at most x{MIN_RESOLUTION}; make fewer strides 2 or drop 'dense'")
-        if "dense_cardinality" in d:
-            for g in d["growth_rate"].domain.options():
-                for c in d["dense_cardinality"].domain.options():
-                    if g % c:
-                        r.fail("dense_cardinality", f"{c} does not divide growth_rate {g}; every dense "
-                                                    "cardinality must divide every growth rate")
-        if "base_width" in d:
-            # Arch's formula for the group width; it only grows with each factor, so the minima decide.
-            planes = min(d[f"stages[{i}].width"].domain.low for i in range(self._num_stages))
-            multiplier, base = d["width_multiplier"].domain.low, d["base_width"].domain.low
-            if int(planes * multiplier * base / 64) < 1:
-                r.fail("base_width", f"{base} with width_multiplier {multiplier} and stage width {planes} "
-                                     "gives 0-channel groups when cardinality > 1 (needs width * "
-                                     "width_multiplier * base_width >= 64); raise the smallest of them")
+    def _refuse_invalid(self, r: Reader) -> None:
+        """Fail on the first corner Arch refuses, naming where and the allowed values that combine into it.
+
+        Arch refuses networks too thin for their groups or downsampled too far, which sit at the cheap end
+        of every monotone dimension (as in `_extreme`), and dense cardinalities that do not divide the growth
+        rate (so `check_all` dimensions take every value): these corners cover every refusal.
+        """
+        def options(dim: Dimension) -> Sequence[Any]:
+            return dim.domain.options() if self._slots[dim.name].spec.check_all else _corner(dim, cheap=True)
+
+        for picked in self._runs(options):
+            problem = self._refusal(picked)
+            if problem is None:
+                continue
+            field, _, detail = problem.partition(": ")
+            where = next((n for n in picked if self._slots[n].path == field), field)
+            culprits = self._culprits(picked, problem)
+            combination = (f"allows the invalid combination {', '.join(culprits)}" if culprits
+                           else "its fixed values make an invalid network")
+            r.fail(where, f"{combination}: {detail}")
+
+    def _refusal(self, picked: Mapping[str, Any]) -> str | None:
+        """Arch's message refusing the picked values; None when they make a valid Arch."""
+        try:
+            self._arch(picked)
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def _culprits(self, picked: Mapping[str, Any], problem: str) -> list[str]:
+        """`name value` for each unfixed pick whose change alone to another allowed value alters `problem`."""
+        found = []
+        for name, value in picked.items():
+            domain = self._dims[name].domain
+            if domain.fixed:
+                continue
+            others = domain.options() if domain.count is not None else (domain.low, domain.high)
+            for other in others:
+                def pick(dim: Dimension, name: str = name, other: Any = other) -> Any:
+                    return other if dim.name == name else picked.get(dim.name, dim.domain.first)
+
+                if other != value and self._refusal(self._picks(pick)) != problem:
+                    found.append(f"{name} {_plain(value)}")
+                    break
+        return found
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -660,34 +656,22 @@ class SearchSpace:
 
     # -- the walk -----------------------------------------------------------------------------------
 
-    def _walk(self, pick: Callable[[Dimension], Any]) -> Arch:
-        """The Arch whose every applicable dimension takes the value `pick` gives it."""
-        d = self._dims
-        stem, stem_width = pick(d["stem"]), pick(d["stem_width"])
-        block, shortcut, order = pick(d["block"]), pick(d["shortcut"]), pick(d["order"])
-        dense = shortcut is Shortcut.DENSE
-        stages = []
-        for i in range(self._num_stages):
-            depth, stride = pick(d[f"stages[{i}].depth"]), pick(d[f"stages[{i}].stride"])
-            stages.append(StageSpec(depth, stride, None if dense else pick(d[f"stages[{i}].width"])))
-        extra: dict[str, Any] = {}
-        if dense:
-            extra.update(growth_rate=pick(d["growth_rate"]), bottleneck_size=pick(d["bottleneck_size"]),
-                         compression=pick(d["compression"]))
-            if block is Block.BOTTLENECK:
-                extra["cardinality"] = pick(d["dense_cardinality"])
-        else:
-            extra["width_multiplier"] = pick(d["width_multiplier"])
-            if block is Block.BOTTLENECK:
-                extra["cardinality"] = pick(d["cardinality"])
-                if extra["cardinality"] > 1:
-                    extra["base_width"] = pick(d["base_width"])
-        extra["dropout"] = pick(d["dropout"])
-        extra["survival"] = pick(d["survival"])
-        if extra["survival"] is not Survival.NONE:
-            extra["survival_prob"] = pick(d["survival_prob"])
-        return Arch(stages=tuple(stages), block=block, shortcut=shortcut, order=order, stem=stem,
-                    stem_width=stem_width, **extra)
+    def _picks(self, pick: Callable[[Dimension], Any]) -> dict[str, Any]:
+        """The value `pick` gives each dimension that applies, asked in table order, keyed by name."""
+        picked: dict[str, Any] = {}
+        for name, slot in self._slots.items():
+            if slot.spec.applies_to(picked):
+                picked[name] = pick(self._dims[name])
+        return picked
+
+    def _arch(self, picked: Mapping[str, Any]) -> Arch:
+        """The Arch with the picked values in their fields and Arch's defaults in the others."""
+        whole: dict[str, Any] = {}
+        stages: list[dict[str, Any]] = [{} for _ in range(self._num_stages)]
+        for name, value in picked.items():
+            slot = self._slots[name]
+            (whole if slot.stage is None else stages[slot.stage])[slot.spec.field] = value
+        return Arch(stages=tuple(StageSpec(**s) for s in stages), **whole)
 
     def suggest(self, trial: Suggester) -> Arch:
         """An Arch from an Optuna trial, define-by-run: only applicable, unfixed dimensions are suggested.
@@ -698,7 +682,7 @@ class SearchSpace:
         def pick(dim: Dimension) -> Any:
             return dim.domain.first if dim.domain.fixed else dim.domain.suggest(trial, dim.name)
 
-        return self._walk(pick)
+        return self._arch(self._picks(pick))
 
     def sample(self, rng: random.Random) -> Arch:
         """An Arch drawn with `rng`, distributed as `suggest` is under Optuna's RandomSampler."""
@@ -731,37 +715,34 @@ class SearchSpace:
         """The dimensions the walk asks to rebuild `arch`, or None when `arch` is outside the space."""
         if len(arch.stages) != self._num_stages:
             return None
-        values = _values_of(arch)
-        asked: list[Dimension] = []
 
         def replay(dim: Dimension) -> Any:
-            if not dim.domain.contains(values[dim.name]):
+            value = self._slots[dim.name].read(arch)
+            if not dim.domain.contains(value):
                 raise _Outside
-            asked.append(dim)
-            return values[dim.name]
+            return value
 
         try:
-            rebuilt = self._walk(replay)
+            picked = self._picks(replay)
         except _Outside:
             return None
         # Comparing catches the fields no dimension asks for, e.g. base_width 4 with cardinality 1.
-        return asked if rebuilt == arch else None
+        return [self._dims[n] for n in picked] if self._arch(picked) == arch else None
 
-    def _runs(self, options: Callable[[Dimension], Sequence[Any]]
-              ) -> Iterator[tuple[Arch, list[Dimension]]]:
-        """Each walk where every dimension may take `options(dim)`, depth first, with the dimensions asked."""
+    def _runs(self, options: Callable[[Dimension], Sequence[Any]]) -> Iterator[dict[str, Any]]:
+        """The picks of each walk where every dimension may take `options(dim)`, depth first."""
         path: list[int] | None = []
         while path is not None:
             run = _Run(path, options)
-            yield self._walk(run), run.asked
+            yield self._picks(run)
             path = run.next_path()
 
     def size(self) -> int:
         """The exact number of architectures; each continuous dimension counts as one value."""
         total = 0
         # Enumerate only what changes which dimensions apply; the rest multiply independently.
-        for _, asked in self._runs(lambda d: d.domain.options() if d.branches else (d.domain.first,)):
-            total += math.prod(d.domain.count or 1 for d in asked if not d.branches)
+        for picked in self._runs(lambda d: d.domain.options() if d.branches else (d.domain.first,)):
+            total += math.prod(self._dims[n].domain.count or 1 for n in picked if not self._dims[n].branches)
         return total
 
     # -- FLOPs --------------------------------------------------------------------------------------
@@ -792,15 +773,8 @@ class SearchSpace:
 
     def _extreme(self, count: CountFn, lowest: bool) -> tuple[int, Arch, int]:
         """The lowest (or highest) FLOPs, an Arch with them, and how many corner Archs were counted."""
-        def options(dim: Dimension) -> Sequence[Any]:
-            if dim.trend is FlopsTrend.KIND:
-                return dim.domain.options()
-            if dim.trend is FlopsTrend.NONE:
-                return (dim.domain.first,)
-            small = (dim.trend is FlopsTrend.INCREASING) == lowest
-            return (dim.domain.low if small else dim.domain.high,)
-
-        counted = [(self.flops(arch, count), arch) for arch, _ in self._runs(options)]
+        archs = [self._arch(picked) for picked in self._runs(lambda dim: _corner(dim, cheap=lowest))]
+        counted = [(self.flops(arch, count), arch) for arch in archs]
         flops, arch = (min if lowest else max)(counted, key=lambda pair: pair[0])
         return flops, arch, len(counted)
 
@@ -813,15 +787,14 @@ class _Run:
         self._options = options
         self._taken: list[int] = []
         self._widths: list[int] = []
-        self.asked: list[Dimension] = []
 
     def __call__(self, dim: Dimension) -> Any:
+        """The path's next value of `dim` (its first beyond the path), remembering how many there were."""
         values = self._options(dim)
         k = len(self._taken)
         i = self._path[k] if k < len(self._path) else 0
         self._taken.append(i)
         self._widths.append(len(values))
-        self.asked.append(dim)
         return values[i]
 
     def next_path(self) -> list[int] | None:
@@ -839,19 +812,3 @@ class _Run:
 
 class _Outside(Exception):
     """Raised inside `contains`' replay when a field is outside its dimension."""
-
-
-def _values_of(arch: Arch) -> dict[str, Any]:
-    """Every dimension's value in `arch`, keyed by dimension name."""
-    values: dict[str, Any] = {
-        "stem": arch.stem, "stem_width": arch.stem_width, "block": arch.block, "shortcut": arch.shortcut,
-        "order": arch.order, "width_multiplier": arch.width_multiplier, "cardinality": arch.cardinality,
-        "base_width": arch.base_width, "growth_rate": arch.growth_rate,
-        "bottleneck_size": arch.bottleneck_size, "compression": arch.compression,
-        "dense_cardinality": arch.cardinality, "dropout": arch.dropout, "survival": arch.survival,
-        "survival_prob": arch.survival_prob,
-    }
-    for i, s in enumerate(arch.stages):
-        values[f"stages[{i}].depth"], values[f"stages[{i}].stride"] = s.depth, s.stride
-        values[f"stages[{i}].width"] = s.width
-    return values

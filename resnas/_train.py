@@ -1,9 +1,9 @@
 """Short proxy training of one candidate network on in-memory data, reporting validation accuracy per epoch.
 
 Batches are index permutations over tensors already on the device: no DataLoader, no workers.
-Test hook: the environment variable RESNAS_FAULT=nan replaces the first step's loss by NaN, and
-RESNAS_FAULT=oom raises CUDA's out-of-memory error at the first step (on any device), so the search's
-handling of failed candidates can be exercised without finding one.
+Test hook: `train_candidate(..., fault=Fault.NAN)` replaces the first step's loss by NaN, and `Fault.OOM`
+raises CUDA's out-of-memory error at the first step (on any device), so the search's handling of failed
+candidates can be exercised without finding one.
 
 A run can be continued where it stopped: `on_checkpoint` hands out the full training state after each
 epoch, and `resume=` takes it back (Ray Tune retries a trial whose worker died from its last epoch).
@@ -11,11 +11,13 @@ epoch, and `resume=` takes it back (Ray Tune retries a trial whose worker died f
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import math
-import os
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -23,11 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnas._data import DataSplits
+from resnas._errors import ConfigError
 
 __all__ = [
     "CandidateFailed",
     "CandidateOOMError",
     "EpochRecord",
+    "Fault",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
@@ -38,6 +42,13 @@ __all__ = [
 
 # On a GPU, reading the loss back every step would stall the launch queue; check it every this many steps.
 _CUDA_LOSS_CHECK_EVERY = 25
+
+
+class Fault(str, enum.Enum):
+    """A failure `train_candidate` injects at the first step, for tests of failed-candidate handling."""
+
+    NAN = "nan"
+    OOM = "oom"
 
 
 class CandidateFailed(Exception):
@@ -87,21 +98,23 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
-    label_smoothing: float = 0.0
     seed: int = 0
     # Random crop + flip, applied only where the data says they suit the images (`DataSplits.augment`).
     augment: bool = True
 
     def __post_init__(self) -> None:
-        """Reject values that cannot train, with ValueError (which the CLI reports as user error)."""
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}"
-            )
-        if not self.lr > 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ValueError(f"need lr > 0, 0 <= momentum < 1, weight_decay >= 0, got {self}")
-        if not 0 <= self.warmup_epochs <= self.epochs or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"need 0 <= warmup_epochs <= epochs and 0 <= label_smoothing < 1, got {self}")
+        """Reject values that cannot train, with ConfigError naming the setting."""
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if not self.lr > 0:
+            raise ConfigError(f"must be positive, got {self.lr}", field="lr")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be at least 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
 
 
 @dataclass(frozen=True)
@@ -164,9 +177,10 @@ def train_candidate(
     cfg: TrainConfig,
     *,
     on_epoch: Callable[[int, float], None] | None = None,
-    device: torch.device,
+    device: torch.device | str,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume: Mapping[str, Any] | None = None,
+    fault: Fault | None = None,
 ) -> TrainResult:
     """Train `model` in place on the train split, reporting (epoch, val accuracy) after each epoch.
 
@@ -174,10 +188,13 @@ def train_candidate(
     CandidateOOMError, both CandidateFailed, when the candidate cannot be trained; the model's weights are
     then meaningless. After `on_epoch`, `on_checkpoint` receives the whole training state (it refers to
     live tensors: save it before returning); `resume=` that state, with a freshly built model of the same
-    arch, trains the remaining epochs exactly as the uninterrupted run would have.
+    arch, trains the remaining epochs exactly as the uninterrupted run would have. `fault` is a test hook.
     """
+    device = torch.device(device)
+    fault = None if fault is None else Fault(fault)
     try:
-        return _train(model, data, cfg, on_epoch, torch.device(device), on_checkpoint, resume)
+        with _cudnn_benchmark(device.type == "cuda"):
+            return _train(_setup(model, data, cfg, device), cfg, on_epoch, on_checkpoint, resume, fault)
     except torch.cuda.OutOfMemoryError as e:
         # CUDA's message runs to several sentences of allocator advice; the first ones name the size.
         detail = " ".join(str(e).split())[:200] or "allocation failed"
@@ -188,128 +205,210 @@ def train_candidate(
     raise CandidateOOMError(detail)
 
 
-def _train(
-    model: nn.Module,
-    data: DataSplits,
-    cfg: TrainConfig,
-    on_epoch: Callable[[int, float], None] | None,
-    device: torch.device,
-    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    resume: Mapping[str, Any] | None = None,
-) -> TrainResult:
-    """The training loop behind `train_candidate`."""
+# Trainings in flight that asked for cuDNN autotuning, and the flag's value from before the first of them.
+_CUDNN_LOCK = threading.Lock()
+_cudnn_users = 0
+_cudnn_saved = False
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN's per-shape autotuning on while the block runs, if `enabled`; the previous value after."""
+    global _cudnn_users, _cudnn_saved
+    if not enabled:
+        yield
+        return
+    # Counted, so threads training at once (optuna n_jobs) restore the flag only when the last one ends.
+    with _CUDNN_LOCK:
+        if _cudnn_users == 0:
+            _cudnn_saved = torch.backends.cudnn.benchmark
+            # Shapes repeat every step, so cuDNN's per-shape autotuning pays off after the first few.
+            torch.backends.cudnn.benchmark = True
+        _cudnn_users += 1
+    try:
+        yield
+    finally:
+        with _CUDNN_LOCK:
+            _cudnn_users -= 1
+            if _cudnn_users == 0:
+                torch.backends.cudnn.benchmark = _cudnn_saved
+
+
+@dataclass(eq=False)
+class _Run:
+    """A training run's model, data on the device, optimiser and fixed settings, and its progress so far."""
+
+    model: nn.Module
+    device: torch.device
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    memory_format: torch.memory_format
+    batch: int
+    steps_per_epoch: int
+    optimizer: torch.optim.SGD
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    # Padding of the random crop, or None when the images are not augmented.
+    crop_pad: int | None
+    autocast: torch.autocast
+    history: list[EpochRecord] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    @property
+    def cuda(self) -> bool:
+        """Whether the run trains on a CUDA GPU."""
+        return self.device.type == "cuda"
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images to normalised float in the model's memory format."""
+        return ((x.float() / 255 - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+
+def _setup(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.device) -> _Run:
+    """Model and data moved to `device`, with a fresh optimiser, schedule and batch generator."""
     cuda = device.type == "cuda"
-    if cuda:
-        # Shapes repeat every step, so cuDNN's per-shape autotuning pays off after the first few.
-        torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model.to(device)
     model.to(memory_format=memory_format)
-    train_x = data.train_x.to(device, non_blocking=True)
-    train_y = data.train_y.to(device, non_blocking=True)
-    val_x = data.val_x.to(device, non_blocking=True)
-    val_y = data.val_y.to(device, non_blocking=True)
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        """uint8 images to normalised float in the model's memory format."""
-        return ((x.float() / 255 - mean) / std).contiguous(memory_format=memory_format)
-
-    n = len(train_y)
+    n = len(data.train_y)
     batch = min(cfg.batch_size, n)
     # The last partial batch is dropped: a tiny batch gives noisy BatchNorm statistics and a wasted step.
     steps_per_epoch = n // batch
     optimizer, schedule = make_optimizer(model, cfg, steps_per_epoch)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    augment = cfg.augment and data.augment
-    pad = max(1, data.resolution // 8)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
-    check_every = _CUDA_LOSS_CHECK_EVERY if cuda else 1
-    fault = os.environ.get("RESNAS_FAULT") or None
+    return _Run(
+        model=model,
+        device=device,
+        train_x=data.train_x.to(device, non_blocking=True),
+        train_y=data.train_y.to(device, non_blocking=True),
+        val_x=data.val_x.to(device, non_blocking=True),
+        val_y=data.val_y.to(device, non_blocking=True),
+        mean=torch.tensor(data.mean, device=device).view(1, -1, 1, 1),
+        std=torch.tensor(data.std, device=device).view(1, -1, 1, 1),
+        memory_format=memory_format,
+        batch=batch,
+        steps_per_epoch=steps_per_epoch,
+        optimizer=optimizer,
+        schedule=schedule,
+        generator=torch.Generator(device=device).manual_seed(cfg.seed),
+        crop_pad=max(1, data.resolution // 8) if cfg.augment and data.augment else None,
+        autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+    )
 
-    history: list[EpochRecord] = []
-    train_seconds = eval_seconds = 0.0
+
+def _train(
+    run: _Run,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None,
+    resume: Mapping[str, Any] | None,
+    fault: Fault | None,
+) -> TrainResult:
+    """The epoch loop behind `train_candidate`: train, evaluate, report, checkpoint."""
     if resume is not None:
-        history = [EpochRecord(**r) for r in resume["history"]]
-        if not 1 <= len(history) <= cfg.epochs:
-            raise ValueError(f"cannot resume after epoch {len(history)} of a {cfg.epochs}-epoch run")
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["schedule"])
-        generator.set_state(resume["generator"])
-        # Dropout and stochastic depth draw from the global generators, not `generator`.
-        torch.set_rng_state(resume["cpu_rng"])
-        if cuda:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
-        train_seconds, eval_seconds = resume["train_seconds"], resume["eval_seconds"]
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        model.train()
-        _sync(device)
+        _restore(run, resume, cfg.epochs)
+    for epoch in range(len(run.history) + 1, cfg.epochs + 1):
+        _sync(run.device)
         start = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=generator)
-        losses: list[torch.Tensor] = []
-        loss_sum = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch : (step + 1) * batch]
-            x = prepare(train_x[idx])
-            if augment:
-                x = _crop_flip(x, pad, generator).contiguous(memory_format=memory_format)
-            with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), train_y[idx], label_smoothing=cfg.label_smoothing)
-            if fault is not None and epoch == 1 and step == 0:
-                loss = _inject(fault, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.detach())
-            if len(losses) == check_every or step == steps_per_epoch - 1:
-                window = torch.stack(losses)
-                _raise_if_nonfinite(window, epoch, step + 2 - len(losses))
-                loss_sum += window.sum()
-                losses.clear()
-        train_loss = loss_sum.item() / steps_per_epoch
-        train_seconds += time.perf_counter() - start
+        train_loss = _train_epoch(run, epoch, fault if epoch == 1 else None)
+        run.train_seconds += time.perf_counter() - start
 
         start = time.perf_counter()
-        val_accuracy = _evaluate(model, val_x, val_y, prepare, 2 * cfg.batch_size, autocast)
-        eval_seconds += time.perf_counter() - start
-        history.append(EpochRecord(epoch, train_loss, val_accuracy, optimizer.param_groups[0]["lr"]))
+        val_accuracy = _evaluate(run, 2 * cfg.batch_size)
+        run.eval_seconds += time.perf_counter() - start
+        run.history.append(EpochRecord(epoch, train_loss, val_accuracy, run.optimizer.param_groups[0]["lr"]))
         if on_epoch is not None:
             on_epoch(epoch, val_accuracy)
         if on_checkpoint is not None:
-            on_checkpoint({
-                "history": [asdict(r) for r in history],
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "generator": generator.get_state(),
-                "cpu_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if cuda else None,
-                "train_seconds": train_seconds,
-                "eval_seconds": eval_seconds,
-            })
+            on_checkpoint(_checkpoint(run))
 
     return TrainResult(
-        val_accuracy=history[-1].val_accuracy,
-        best_val_accuracy=max(r.val_accuracy for r in history),
-        history=tuple(history),
-        images_per_second=cfg.epochs * steps_per_epoch * batch / train_seconds,
-        train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
+        val_accuracy=run.history[-1].val_accuracy,
+        best_val_accuracy=max(r.val_accuracy for r in run.history),
+        history=tuple(run.history),
+        images_per_second=cfg.epochs * run.steps_per_epoch * run.batch / run.train_seconds,
+        train_seconds=run.train_seconds,
+        eval_seconds=run.eval_seconds,
         epochs=cfg.epochs,
     )
 
 
-def _inject(fault: str, loss: torch.Tensor) -> torch.Tensor:
-    """Apply the RESNAS_FAULT test hook to the first step's loss."""
-    if fault == "nan":
-        return loss * float("nan")
-    if fault == "oom":
-        raise torch.cuda.OutOfMemoryError("injected by RESNAS_FAULT=oom")
-    raise ValueError(f"RESNAS_FAULT must be 'nan' or 'oom', got {fault!r}")
+def _checkpoint(run: _Run) -> dict[str, Any]:
+    """The whole training state after the last epoch of `run.history` (live tensors, not copies)."""
+    return {
+        "history": [asdict(r) for r in run.history],
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "generator": run.generator.get_state(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
+        "train_seconds": run.train_seconds,
+        "eval_seconds": run.eval_seconds,
+    }
+
+
+def _restore(run: _Run, state: Mapping[str, Any], epochs: int) -> None:
+    """Put `run` back where the `_checkpoint` state `state` was taken."""
+    history = [EpochRecord(**r) for r in state["history"]]
+    if not 1 <= len(history) <= epochs:
+        raise ValueError(f"cannot resume after epoch {len(history)} of a {epochs}-epoch run")
+    run.history = history
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    run.generator.set_state(state["generator"])
+    # Dropout and stochastic depth draw from the global generators, not `run.generator`.
+    torch.set_rng_state(state["cpu_rng"])
+    if run.cuda:
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    run.train_seconds, run.eval_seconds = state["train_seconds"], state["eval_seconds"]
+
+
+def _train_epoch(run: _Run, epoch: int, fault: Fault | None) -> float:
+    """One pass over the train split in seeded random batches; the mean training loss. Injects `fault`."""
+    run.model.train()
+    perm = torch.randperm(len(run.train_y), device=run.device, generator=run.generator)
+    check_every = _CUDA_LOSS_CHECK_EVERY if run.cuda else 1
+    losses: list[torch.Tensor] = []
+    loss_sum = torch.zeros((), device=run.device)
+    for step in range(run.steps_per_epoch):
+        idx = perm[step * run.batch : (step + 1) * run.batch]
+        losses.append(_step(run, idx, fault if step == 0 else None))
+        if len(losses) == check_every or step == run.steps_per_epoch - 1:
+            window = torch.stack(losses)
+            _raise_if_nonfinite(window, epoch, step + 2 - len(losses))
+            loss_sum += window.sum()
+            losses.clear()
+    return loss_sum.item() / run.steps_per_epoch
+
+
+def _step(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
+    """One optimiser and schedule step on the training images at `idx`; the (detached) loss."""
+    x = run.prepare(run.train_x[idx])
+    if run.crop_pad is not None:
+        x = _crop_flip(x, run.crop_pad, run.generator).contiguous(memory_format=run.memory_format)
+    with run.autocast:
+        logits = run.model(x)
+    loss = F.cross_entropy(logits.float(), run.train_y[idx])
+    if fault is not None:
+        loss = _inject(fault, loss)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.schedule.step()
+    return loss.detach()
+
+
+def _inject(fault: Fault, loss: torch.Tensor) -> torch.Tensor:
+    """Apply the `fault` test hook to the first step's loss."""
+    if fault is Fault.OOM:
+        raise torch.cuda.OutOfMemoryError("injected by the test hook fault=Fault.OOM")
+    return loss * float("nan")
 
 
 def _raise_if_nonfinite(window: torch.Tensor, epoch: int, first_step: int) -> None:
@@ -333,22 +432,15 @@ def _crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.T
     return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
-def _evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    batch: int,
-    autocast: torch.autocast,
-) -> float:
-    """Top-1 accuracy of `model` on (x, y), in eval mode, batched."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    with torch.no_grad(), autocast:
-        for i in range(0, len(y), batch):
-            logits = model(prepare(x[i : i + batch]))
-            correct += (logits.argmax(dim=1) == y[i : i + batch]).sum()
-    return correct.item() / len(y)
+def _evaluate(run: _Run, batch: int) -> float:
+    """Top-1 accuracy of the model on the validation split, in eval mode, in batches of `batch`."""
+    run.model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=run.device)
+    with torch.no_grad(), run.autocast:
+        for i in range(0, len(run.val_y), batch):
+            logits = run.model(run.prepare(run.val_x[i : i + batch]))
+            correct += (logits.argmax(dim=1) == run.val_y[i : i + batch]).sum()
+    return correct.item() / len(run.val_y)
 
 
 def _sync(device: torch.device) -> None:

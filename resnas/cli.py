@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
-from resnas._errors import UserError
+from resnas._errors import ResnasError
+
+if TYPE_CHECKING:
+    from resnas._lifecycle import Faults
 
 # Sub-command modules, each with `register(subparsers)` setting `func(args) -> int` on its parser.
 _COMMANDS = ("count", "space", "search", "export", "submit", "jobs")
@@ -31,16 +34,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def message(e: ResnasError) -> str:
+    """The error as one line, worded about the flag at fault where there is one: `--trials must be ...`."""
+    if e.field is None:
+        return e.message
+    return f"--{e.field.replace('_', '-')} {e.message}"
+
+
+def main(argv: Sequence[str] | None = None, *, faults: Faults | None = None) -> int:
+    """Run one command; `faults` (tests only) breaks trials of a search on purpose."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.faults = faults
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError) as e:
-        # ValueError is what the spec, budget and space validators raise for bad user input.
+    except ResnasError as e:
+        # Problems a user can cause; anything else is a bug and keeps its traceback.
         if os.environ.get("RESNAS_DEBUG"):
             raise
-        print(f"resnas: error: {e}", file=sys.stderr)
+        print(f"resnas: error: {message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("resnas: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Mapping
 import torch
 
 from resnas._arch import Arch, StageSpec
+from resnas._errors import ConfigError
 
 __all__ = ["ZooEntry", "names", "get", "entry", "torchvision_names", "convert_torchvision_state_dict"]
 
@@ -107,7 +108,7 @@ def entry(name: str) -> ZooEntry:
     try:
         return _ZOO[name]
     except KeyError:
-        raise ValueError(f"unknown zoo network {name!r}; known: {', '.join(_ZOO)}") from None
+        raise ConfigError(f"unknown zoo network {name!r}; known: {', '.join(_ZOO)}") from None
 
 
 def get(name: str) -> Arch:
@@ -139,7 +140,7 @@ _DENSENET_RULES = [
 def convert_torchvision_state_dict(name: str, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename torchvision's `name` weights to resnas keys; the result loads into `build(get(name))` strictly."""
     if name not in torchvision_names():
-        raise ValueError(f"{name!r} has no torchvision counterpart; convertible: {', '.join(torchvision_names())}")
+        raise ConfigError(f"{name!r} has no torchvision counterpart; convertible: {', '.join(torchvision_names())}")
     rules = _DENSENET_RULES if name.startswith("densenet") else _RESNET_RULES
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -149,5 +150,5 @@ def convert_torchvision_state_dict(name: str, state_dict: Mapping[str, torch.Ten
                 out[new] = value
                 break
         else:
-            raise ValueError(f"{name}: unexpected torchvision key {key!r}")
+            raise ConfigError(f"{name}: unexpected torchvision key {key!r}")
     return out

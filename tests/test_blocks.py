@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import resnas
 from resnas._arch import Block, Order, Shortcut
-from resnas._blocks import GATE_BIAS_INIT, DenseLayer, DropPath, PostActBlock, PreActBlock
+from resnas._blocks import BLOCKS, GATE_BIAS_INIT, DenseLayer, DropPath, PostActBlock, PreActBlock
 
 
 def _freeze_norms(module: torch.nn.Module) -> None:
@@ -117,3 +117,9 @@ def test_count_rejects_small_resolution_and_bad_io() -> None:
         resnas.count(arch, resolution=31)
     with pytest.raises(ValueError, match="num_classes"):
         resnas.build(arch, num_classes=0)
+
+
+def test_every_block_variant_is_registered() -> None:
+    assert set(BLOCKS) == {(s, o) for s in Shortcut for o in Order}
+    # Only a post-order identity block starts as the identity (its last BN zero).
+    assert [key for key, kind in BLOCKS.items() if kind.zero_last_bn] == [(Shortcut.IDENTITY, Order.POST)]

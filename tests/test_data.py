@@ -9,7 +9,7 @@ import torch
 
 from resnas import _data
 from resnas._data import Dataset, load_data, read_idx
-from resnas._errors import UserError
+from resnas._errors import ConfigError, DataError
 from tests._marks import FASHION_MNIST, needs_fashion
 
 
@@ -45,7 +45,7 @@ def test_raw_reader_gives_fashion_mnist_shapes_and_labels() -> None:
 def test_raw_reader_rejects_a_non_idx_file(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus"
     bogus.write_bytes(b"not an idx file")
-    with pytest.raises(UserError, match="not an idx file"):
+    with pytest.raises(DataError, match="not an idx file"):
         read_idx(bogus)
 
 
@@ -122,29 +122,47 @@ def test_torchvision_layout_under_data_root_is_found(
 
 
 def test_missing_fashion_mnist_names_the_fix(no_fashion_anywhere: Path) -> None:
-    with pytest.raises(UserError) as info:
+    with pytest.raises(DataError) as info:
         load_data("fashion-mnist", root=str(no_fashion_anywhere), train_samples=10, val_samples=10, seed=0)
     message = str(info.value)
     assert "\n" not in message
     assert str(no_fashion_anywhere) in message and "network unreachable" in message
     assert "apt-get install dataset-fashion-mnist" in message
-    assert "--data-root" in message and "--dataset synthetic" in message
+    assert "set data_root to a folder" in message and "synthetic dataset" in message
+    assert "--" not in message  # a library message names settings, not the CLI's flags
 
 
-def test_unknown_dataset_and_oversized_splits_are_user_errors() -> None:
-    with pytest.raises(UserError, match="unknown dataset 'mnist'"):
+def test_unknown_dataset_bad_resolution_and_oversized_splits_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown dataset 'mnist'") as info:
         load_data("mnist")
-    with pytest.raises(UserError, match="cannot take"):
+    assert info.value.field == "dataset"
+    with pytest.raises(ConfigError, match="resolution must be at least 4 pixels, got 2"):
+        load_data("synthetic", resolution=2)
+    with pytest.raises(ConfigError, match="cannot take .*change train_samples or val_samples"):
         load_data("synthetic", train_samples=6000, val_samples=1)
-    with pytest.raises(UserError, match="cannot take"):
+    with pytest.raises(ConfigError, match="cannot take"):
         load_data("synthetic", train_samples=10, val_samples=0)
+
+
+def test_corrupt_idx_files_are_data_errors(tmp_path: Path) -> None:
+    cut = tmp_path / "cut"
+    cut.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))  # header says 9 bytes, 2 follow
+    with pytest.raises(DataError, match="is truncated.*re-download it"):
+        read_idx(cut)
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError, match="cannot read .*re-download it"):
+        read_idx(broken)
 
 
 def test_imagefolder_needs_a_root_and_reads_class_folders(tmp_path: Path) -> None:
     from PIL import Image
 
-    with pytest.raises(UserError, match="--data-root"):
+    with pytest.raises(ConfigError, match="one sub-folder of images per class") as info:
         load_data("imagefolder")
+    assert info.value.field == "data_root"
+    with pytest.raises(DataError, match="cannot read image folder"):
+        load_data("imagefolder", root=str(tmp_path / "missing"))
     for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
         (tmp_path / label).mkdir()
         for i in range(6):

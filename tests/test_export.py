@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import random
@@ -18,8 +19,9 @@ from torch import nn
 import resnas
 from resnas import _blocks
 from resnas._arch import Arch, Block, Order, Shortcut, Stem, Survival
-from resnas._export import export, load
-from resnas._run import RUN_FILE, TrialRecord, weights_path, write_trials_csv
+from resnas._export import export, load, model_source, shared_source
+from resnas._runfolder import RUN_FILE, RunFolder
+from resnas._trial import TrialRecord, TrialState
 from resnas.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,15 +275,15 @@ def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], ke
     records = []
     for number, arch in archs.items():
         trained = arch.narrowed(0.5)
-        state = "complete" if number in complete else "over_budget"
+        state = TrialState.COMPLETE if number in complete else TrialState.OVER_BUDGET
         records.append(TrialRecord(
             number=number, state=state, val_accuracy=complete.get(number), flops=1000 + number, params=None,
             macs=None, budget_fraction=None, duration_s=None, epochs=1, train_flops=None, images_per_s=None,
             node="", reason="", arch=arch.to_dict(),
             trained_arch=trained.to_dict() if number in complete else None))
         if number in kept:
-            torch.save(_randomised(trained, 10, number).state_dict(), weights_path(run, number))
-    write_trials_csv(run, records)
+            torch.save(_randomised(trained, 10, number).state_dict(), RunFolder(run).weights_path(number))
+    RunFolder(run).write_trials(records)
     return run
 
 
@@ -314,7 +316,8 @@ def test_export_top_trials_of_a_run(run_dir: Path, capsys: pytest.CaptureFixture
                                                              "searched_arch.json", "weights.pt"]
         # model.py, weights.pt and model.pt2 are all the trained (narrowed) network.
         net = resnas.build(trained, num_classes=10).eval()
-        net.load_state_dict(torch.load(weights_path(run_dir, number), weights_only=True), strict=True)
+        weights = RunFolder(run_dir).weights_path(number)
+        net.load_state_dict(torch.load(weights, weights_only=True), strict=True)
         mine = load(folder)
         assert not mine.training and list(mine.state_dict()) == list(net.state_dict())
         program = torch.export.load(folder / "model.pt2").module()
@@ -397,6 +400,19 @@ def test_api_errors(tmp_path: Path) -> None:
         export(arch, None, tmp_path, num_classes=10, card={"accuracy": 0.5})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="resolution: 16 must be an integer >= 32"):
         export(arch, None, tmp_path, num_classes=10, resolution=16)
+
+
+def test_model_py_holds_resnas_own_source_of_the_shared_classes() -> None:
+    text = model_source(HANDMADE["all_projections"], num_classes=10, in_channels=3, title="t")
+    b = _blocks
+    shared = (b.conv, b.Stem, b.Projection, b.HighwayGate, b.Stage, b.Head, b.init_weights)
+    for obj in shared:
+        source = shared_source(obj)
+        assert source in text, obj
+        original = iter(inspect.getsource(obj).splitlines())
+        assert all(line in original for line in source.splitlines()), obj  # resnas's lines, in order
+    assert "@staticmethod" not in text  # the costs, which need resnas
+    assert f"GATE_BIAS_INIT = {_blocks.GATE_BIAS_INIT!r}" in text
 
 
 def test_a_title_cannot_break_model_py(tmp_path: Path) -> None:

@@ -8,9 +8,6 @@ explicit HOST:PORT and dashboard addresses are tested the way they behave once a
 
 from __future__ import annotations
 
-import csv
-import os
-import secrets
 import shutil
 import signal
 import socket
@@ -26,12 +23,12 @@ import optuna
 import pytest
 import torch
 
-from resnas._errors import UserError
-from resnas._search import Backend, SearchConfig
+from resnas._config import Backend, SearchConfig
+from resnas._errors import ConfigError
+from resnas.cli import message
 
-ROOT = Path(__file__).resolve().parent.parent
-SPACE = str(ROOT / "search_spaces" / "cifar_family.yaml")
-BIN = Path(sys.executable).parent
+from tests._e2e import BIN, ROOT, SPACE, cli as _cli, rows, trained
+
 # A few hundred real images, one epoch, quarter-width proxy: seconds per candidate on 2 cores.
 SMALL = ["--space", SPACE, "--budget", "100M", "--epochs", "1", "--train-samples", "200", "--val-samples", "100",
          "--batch-size", "64", "--proxy-width", "0.25"]
@@ -41,28 +38,13 @@ TWO_EPOCHS = [*SMALL[:SMALL.index("--epochs")], "--epochs", "2", *SMALL[SMALL.in
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A clean environment with a Ray token of its own and this venv first on PATH (as when activated)."""
-    token = tmp_path_factory.mktemp("token") / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    return {**clean, "RAY_AUTH_TOKEN_PATH": str(token), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+def env(ray_env: dict[str, str]) -> dict[str, str]:
+    return ray_env
 
 
-def cli(env: dict[str, str], *args: str, extra: dict[str, str] | None = None,
+def cli(env: dict[str, str], *args: str, faults: tuple[str, ...] = (),
         timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          check=False, timeout=timeout, env={**env, **(extra or {})})
-
-
-def rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "trials.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def trained(out: Path) -> list[dict[str, str]]:
-    return [r for r in rows(out) if r["state"] in ("complete", "pruned")]
+    return _cli(*args, env=env, faults=faults, timeout=timeout)
 
 
 def free_port() -> int:
@@ -131,16 +113,16 @@ def cluster(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
 
 def test_ray_flags_need_the_ray_backend_and_sane_values() -> None:
     base = {"space": SPACE, "budget": 10**8, "out": "x"}
-    with pytest.raises(UserError, match="--address needs --backend ray"):
-        SearchConfig(**base, address="auto")
-    with pytest.raises(UserError, match="--max-concurrent needs --backend ray"):
-        SearchConfig(**base, max_concurrent=2)
-    with pytest.raises(UserError, match="gpus-per-trial must be in"):
-        SearchConfig(**base, backend=Backend.RAY, gpus_per_trial=2)
-    with pytest.raises(UserError, match="cpus-per-trial must be positive"):
-        SearchConfig(**base, backend=Backend.RAY, cpus_per_trial=0)
-    with pytest.raises(UserError, match="dashboard URL"):
-        SearchConfig(**base, backend=Backend.RAY, address="http://head:8265")
+    cases = [({"address": "auto"}, "--address needs the ray backend"),
+             ({"max_concurrent": 2}, "--max-concurrent needs the ray backend"),
+             ({"backend": Backend.RAY, "gpus_per_trial": 2}, "--gpus-per-trial must be in [0, 1]"),
+             ({"backend": Backend.RAY, "cpus_per_trial": 0}, "--cpus-per-trial must be positive"),
+             ({"backend": Backend.RAY, "address": "http://head:8265"}, "is a dashboard URL")]
+    for settings, wording in cases:
+        with pytest.raises(ConfigError) as raised:
+            SearchConfig(**base, **settings)  # type: ignore[arg-type]
+        assert wording in message(raised.value)  # the CLI's wording of the field at fault
+        assert "--" not in str(raised.value)  # the library's own message names the field, not a flag
     assert SearchConfig(**base, backend="ray", gpus_per_trial=0.5).backend is Backend.RAY
 
 
@@ -278,7 +260,7 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint(env: dict[str,
                                                                   tmp_path: Path) -> None:
     out, marker = tmp_path / "run", tmp_path / "fault-marker"
     result = cli(env, "search", *TWO_EPOCHS, "--trials", "2", "--out", str(out), "--backend", "ray", "--address",
-                 cluster.address, extra={"RESNAS_FAULT_EXIT_ONCE": str(marker)})
+                 cluster.address, faults=(f"exit_once={marker}",))
     assert result.returncode == 0, result.stderr
     assert marker.is_file()  # the hook did kill a worker
     assert "retrying from its last checkpoint (retry 1 of 2)" in result.stdout

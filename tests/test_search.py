@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,40 +13,23 @@ import pytest
 import torch
 
 import resnas
-from resnas._errors import UserError
-from resnas._search import SearchConfig, check_budget_is_feasible, screen
+from resnas._config import SearchConfig
+from resnas._errors import ConfigError
+from resnas._lifecycle import check_budget_is_feasible, screen
 
-ROOT = Path(__file__).resolve().parent.parent
-SPACE = str(ROOT / "search_spaces" / "cifar_family.yaml")
+from tests._e2e import ROOT, SPACE, cli, rows, start, trained
+
 BUDGET = 50_000_000
 # A few hundred real images, one epoch, quarter-width proxy: seconds per candidate on 2 cores.
 SMALL = ["--space", SPACE, "--budget", "50M", "--epochs", "1", "--train-samples", "256", "--val-samples", "128",
          "--batch-size", "64", "--proxy-width", "0.25"]
+Backend = tuple[list[str], dict[str, str]]  # the `backend` fixture: a backend's flags and environment
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "resnas.cli", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "trials.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def trained(out: Path) -> list[dict[str, str]]:
-    return [r for r in rows(out) if r["state"] in ("complete", "pruned")]
-
-
-def test_search_end_to_end_and_resume(tmp_path: Path) -> None:
+def test_search_end_to_end_and_resume(tmp_path: Path, backend: Backend) -> None:
+    flags, env = backend
     out = tmp_path / "run"
-    first = cli("search", *SMALL, "--trials", "2", "--out", str(out))
+    first = cli("search", *SMALL, *flags, "--trials", "2", "--out", str(out), env=env)
     assert first.returncode == 0, first.stderr
     assert "leaderboard" in first.stdout and "over-budget samples" in first.stdout
     table = rows(out)
@@ -83,7 +62,7 @@ def test_search_end_to_end_and_resume(tmp_path: Path) -> None:
     assert run["proxy_width"] == 0.25 and run["settings"]["epochs"] == 1
 
     # The same command with a larger --trials continues the study: no trial repeated, none lost.
-    again = cli("search", *SMALL, "--trials", "3", "--out", str(out))
+    again = cli("search", *SMALL, *flags, "--trials", "3", "--out", str(out), env=env)
     assert again.returncode == 0, again.stderr
     assert "resuming: 2 of 3" in again.stdout
     after = rows(out)
@@ -99,7 +78,7 @@ def test_search_end_to_end_and_resume(tmp_path: Path) -> None:
         if r["number"] in before:
             assert r == before[r["number"]]  # finished trials are untouched
     # Resuming with other settings would mix incomparable trials: refused.
-    other = cli("search", *SMALL[:-2], "--proxy-width", "0.5", "--trials", "3", "--out", str(out))
+    other = cli("search", *SMALL[:-2], "--proxy-width", "0.5", *flags, "--trials", "3", "--out", str(out), env=env)
     assert other.returncode == 2 and "other settings" in other.stderr and "proxy_width" in other.stderr
 
 
@@ -154,16 +133,17 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert [json.loads(r["arch"]) for r in trained(out)] == [json.loads(interrupted[0]["arch"])]  # retried
 
 
-def test_nan_candidates_are_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+def test_nan_candidates_are_recorded_and_the_search_goes_on(tmp_path: Path, backend: Backend) -> None:
+    flags, env = backend
     out = tmp_path / "run"
-    failing = cli("search", *SMALL, "--trials", "2", "--out", str(out), env={"RESNAS_FAULT": "nan"})
+    failing = cli("search", *SMALL, *flags, "--trials", "2", "--out", str(out), env=env, faults=("loss=nan",))
     # Every candidate diverges under the fault hook: the search tries several, then stops with the reason.
     assert failing.returncode == 2
     assert "3 candidates in a row failed" in failing.stderr and "non-finite loss" in failing.stderr
     assert "Traceback" not in failing.stderr
     failed = [r for r in rows(out) if r["state"] == "failed"]
     assert len(failed) == 3 and all("non-finite loss" in r["reason"] for r in failed)
-    healthy = cli("search", *SMALL, "--trials", "2", "--out", str(out))
+    healthy = cli("search", *SMALL, *flags, "--trials", "2", "--out", str(out), env=env)
     assert healthy.returncode == 0, healthy.stderr
     assert len(trained(out)) == 2 and len([r for r in rows(out) if r["state"] == "failed"]) == 3
 
@@ -208,7 +188,7 @@ def test_unwritable_out_and_missing_dataset(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     res = cli("search", *SMALL, "--out", str(blocker / "run"))
-    assert res.returncode == 2 and "cannot write to --out" in res.stderr
+    assert res.returncode == 2 and "cannot write to the run folder" in res.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     res = cli("search", *SMALL, "--dataset", "cifar10", "--data-root", str(empty), "--out", str(tmp_path / "r"))
@@ -218,15 +198,15 @@ def test_unwritable_out_and_missing_dataset(tmp_path: Path) -> None:
 
 def test_screen_counts_at_the_deployment_input() -> None:
     space = resnas.SearchSpace.from_yaml(ROOT / "search_spaces" / "resnet_family.yaml")
-    attrs, fits = screen(resnas.zoo.get("resnet50"), space, 4_000_000_000)
-    assert attrs["flops"] == 4_111_512_576 and not fits  # fvcore's ResNet-50 at 224: just over 4 GFLOPs
-    attrs, fits = screen(resnas.zoo.get("resnet50"), space, 4_200_000_000)
-    assert fits and attrs["params"] == 25_557_032
+    screened = screen(resnas.zoo.get("resnet50"), space, 4_000_000_000)
+    assert screened.cost.flops == 4_111_512_576 and not screened.fits  # fvcore's ResNet-50 at 224: over 4 G
+    screened = screen(resnas.zoo.get("resnet50"), space, 4_200_000_000)
+    assert screened.fits and screened.cost.params == 25_557_032
 
 
 def test_infeasible_budget_is_refused_before_training() -> None:
     space = resnas.SearchSpace.from_yaml(SPACE)
-    with pytest.raises(UserError, match="no architecture in the space fits"):
+    with pytest.raises(ConfigError, match="no architecture in the space fits"):
         check_budget_is_feasible(space, space.min_flops() - 1)
     assert check_budget_is_feasible(space, space.min_flops()) >= 0.0
     assert check_budget_is_feasible(space, space.max_flops()) == 1.0
@@ -236,7 +216,8 @@ def test_infeasible_budget_is_refused_before_training() -> None:
 def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[str]) -> None:
     import yaml
 
-    from resnas._search import FirstTrials
+    from resnas._lifecycle import FirstTrials
+    from resnas._study import Study
 
     raw = yaml.safe_load(Path(SPACE).read_text())
     raw["shortcut"] = kinds
@@ -246,39 +227,42 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     space = resnas.SearchSpace.from_dict(raw)
     budget = 20_000_000  # under 1 in 4 identity or gated samples of this space fit
     study = optuna.create_study()
-    first = FirstTrials(study, space, budget, seed=0)
+    first = FirstTrials(Study(study), space, budget, seed=0)
     assert first.kinds == (kinds if len(kinds) > 1 else [])
     # A trial queued for a retry goes before them.
     study.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"retry_of": 99})
-    first.queue_next(study)
+    first.queue_next(Study(study))
     assert study.ask().user_attrs == {"retry_of": 99}
     for kind in first.kinds:
-        first.queue_next(study)
+        first.queue_next(Study(study))
         trial = study.ask()
         arch = space.suggest(trial)
         assert arch.shortcut.value == kind and trial.user_attrs == {"stratified_start": kind}
         assert resnas.count(arch, resolution=32, num_classes=10, in_channels=3).flops <= budget
-    first.queue_next(study)
+    first.queue_next(Study(study))
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     # A resumed study goes on with the kinds it has not started.
     if len(kinds) > 1:
         resumed = optuna.create_study()
         resumed.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"stratified_start": kinds[0]})
-        assert FirstTrials(resumed, space, budget, seed=0).kinds == kinds[1:]
+        assert FirstTrials(Study(resumed), space, budget, seed=0).kinds == kinds[1:]
 
 
 def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
-    from resnas._search import Candidate, open_study, run_trial, trained_count
-    from resnas._data import load_data
+    from resnas._lifecycle import Faults, SearchCore
+    from resnas._local import LocalBackend
 
-    cfg = SearchConfig(space=SPACE, budget=BUDGET, out=str(tmp_path), sampler="random", epochs=1)  # type: ignore[arg-type]
-    space = resnas.SearchSpace.from_yaml(SPACE)
-    study = open_study(cfg, tmp_path, {"test": 1}, sampler_seed=0)
-    data = load_data("synthetic", train_samples=64, val_samples=32, seed=0)
-    ctx = Candidate(cfg, space, data, torch.device("cpu"), tmp_path, proxy_width=0.25)
-    states = [run_trial(study, ctx)[1] for _ in range(12)]
-    assert "over_budget" in states and trained_count(study) == states.count("complete") + states.count("pruned")
-    for t in study.get_trials():
+    class Quiet:
+        def __getattr__(self, name: str) -> object:
+            return lambda *args, **kwargs: None
+
+    cfg = SearchConfig(space=SPACE, budget=BUDGET, out=str(tmp_path), sampler="random", epochs=1,  # type: ignore[arg-type]
+                       trials=4, dataset="synthetic", train_samples=64, val_samples=32, proxy_width=0.25)
+    core = SearchCore.prepare(cfg, Quiet())  # type: ignore[arg-type]
+    LocalBackend().run(core, Faults())
+    states = [r.state.value for r in core.study.records(BUDGET)]
+    assert "over_budget" in states and core.study.trained_count() == states.count("complete") + states.count("pruned")
+    for t in core.study.optuna.get_trials():
         violation = t.constraints["flops_over_budget"]
         assert (violation > 0) == (t.user_attrs["state"] == "over_budget")
         assert violation == pytest.approx(t.user_attrs["flops"] / BUDGET - 1)

@@ -16,7 +16,8 @@ import pytest
 
 from resnas import zoo
 from resnas._arch import Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
-from resnas._space import SearchSpace
+from resnas._errors import ConfigError
+from resnas._space import _SPECS, SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET_FAMILY = ROOT / "search_spaces" / "resnet_family.yaml"
@@ -278,7 +279,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def _error(path: Path) -> str:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         SearchSpace.from_yaml(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message
@@ -334,7 +335,11 @@ def test_size_of_a_hand_counted_space(tmp_path: Path) -> None:
     (("survival: [none, linear]", "survival: none"), ["survival_prob", "never applies"]),
     # Combinations that Arch would reject are refused at load time.
     (("dense_cardinality: [1, 2]", "dense_cardinality: [1, 3]"), ["dense_cardinality", "3", "growth_rate 4"]),
-    (("base_width: [16, 32]", "base_width: [4, 32]"), ["base_width", "4", "stage width 8", "0-channel"]),
+    (("base_width: [16, 32]", "base_width: [4, 32]"), ["base_width 4", "stages[0].width 8", "0-channel"]),
+    # ... also without groups: a bottleneck's 1x1 would keep int(1 * 0.5) = 0 channels.
+    (("width: [8, 16]}\ncardinality: [1, 4]\nbase_width: [16, 32]",
+      "width: [1, 16]}\ncardinality: 1\nwidth_multiplier: [0.5, 1.0]"),
+     ["stages[0].width", "stages[0].width 1, width_multiplier 0.5", "0-channel"]),
     (("width: [8, 16]", "width: [8, 16], stride: [1, 2]"), ["stages[0].stride", "dense", "stride 1"]),
 ])
 def test_bad_files_name_file_key_and_value(tmp_path: Path, edit: tuple[str, str],
@@ -353,7 +358,7 @@ def test_dense_downsampling_beyond_x32_is_refused(tmp_path: Path) -> None:
         "stages:\n  - {depth: {min: 1, max: 3}, width: [8, 16]}", "stages:\n" + stages)
     text = "\n".join(line for line in text.splitlines() if not line.startswith(("cardinality", "base_width")))
     message = _error(_write(tmp_path, text))
-    assert "stages: strides allow x64 downsampling" in message
+    assert "stages: allows the invalid combination stem imagenet: total downsampling x64" in message
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
@@ -374,9 +379,28 @@ def test_missing_empty_and_non_mapping_files(tmp_path: Path) -> None:
 
 
 def test_from_dict_names_its_source() -> None:
-    with pytest.raises(ValueError, match=r"^mine: stem_width: got -1"):
+    with pytest.raises(ConfigError, match=r"^mine: stem_width: got -1"):
         SearchSpace.from_dict({"input": {"resolution": 32, "channels": 3, "classes": 10},
                                "stages": [{"depth": 1, "width": 8}], "stem_width": -1}, source="mine")
+
+
+def test_left_out_keys_take_arch_defaults() -> None:
+    space = SearchSpace.from_dict({"input": {"resolution": 32, "channels": 3, "classes": 10},
+                                   "stages": [{"depth": 1, "width": 8}]})
+    assert space.size() == 1 and all(d.domain.fixed for d in space.dimensions())
+    assert space.sample(random.Random(0)) == Arch(stages=(StageSpec(1, 1, 8),))
+
+
+def test_every_condition_refers_to_a_dimension_asked_before_it() -> None:
+    # A walk evaluates a dimension's conditions in order, so each names an earlier whole-net dimension
+    # that the conditions before it guarantee was asked.
+    names = [spec.key for spec in _SPECS]
+    for spec in _SPECS:
+        for i, when in enumerate(spec.when):
+            earlier = _SPECS[names.index(when.key)]
+            assert names.index(when.key) < names.index(spec.key) and not earlier.stage, (spec.key, when.key)
+            prefix = spec.when[:len(earlier.when)]
+            assert earlier.when == prefix and len(earlier.when) <= i, (spec.key, when.key)
 
 
 # -- exactness against brute force ------------------------------------------------------------------

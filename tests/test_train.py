@@ -12,9 +12,11 @@ import torch
 from torch import nn
 
 from resnas._data import DataSplits, load_data
+from resnas._errors import ConfigError
 from resnas._train import (
     CandidateFailed,
     CandidateOOMError,
+    Fault,
     NonFiniteLossError,
     TrainConfig,
     _crop_flip,
@@ -88,10 +90,7 @@ def test_exception_from_on_epoch_propagates(small_synthetic: DataSplits) -> None
     assert calls == [1]
 
 
-def test_nan_fault_hook_raises_nonfinite_loss(
-    small_synthetic: DataSplits, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RESNAS_FAULT", "nan")
+def test_nan_fault_hook_raises_nonfinite_loss(small_synthetic: DataSplits) -> None:
     calls: list[int] = []
     with pytest.raises(NonFiniteLossError) as info:
         train_candidate(
@@ -100,6 +99,7 @@ def test_nan_fault_hook_raises_nonfinite_loss(
             TrainConfig(epochs=2),
             on_epoch=lambda e, a: calls.append(e),
             device=CPU,
+            fault=Fault.NAN,
         )
     assert isinstance(info.value, CandidateFailed) and info.value.reason == "non-finite loss"
     assert (info.value.epoch, info.value.step) == (1, 1) and "nan" in str(info.value)
@@ -115,13 +115,10 @@ def test_diverging_training_is_caught_without_the_hook(small_synthetic: DataSpli
         )
 
 
-def test_oom_fault_hook_raises_candidate_oom(
-    small_synthetic: DataSplits, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RESNAS_FAULT", "oom")
+def test_oom_fault_hook_raises_candidate_oom(small_synthetic: DataSplits) -> None:
     with pytest.raises(CandidateOOMError) as info:
-        train_candidate(tiny_cnn(3, 10), small_synthetic, TrainConfig(epochs=1), device=CPU)
-    assert info.value.reason == "out of memory" and "RESNAS_FAULT" in str(info.value)
+        train_candidate(tiny_cnn(3, 10), small_synthetic, TrainConfig(epochs=1), device=CPU, fault=Fault.OOM)
+    assert info.value.reason == "out of memory" and "fault=Fault.OOM" in str(info.value)
     assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
 
 
@@ -166,12 +163,42 @@ def test_no_weight_decay_on_batchnorm_and_bias() -> None:
 
 
 def test_config_rejects_values_that_cannot_train() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="at least 1, got 0") as info:
         TrainConfig(epochs=0)
-    with pytest.raises(ValueError):
+    assert info.value.field == "epochs" and isinstance(info.value, ValueError)
+    with pytest.raises(ConfigError, match="positive, got 0") as info:
         TrainConfig(lr=0)
-    with pytest.raises(ValueError):
+    assert info.value.field == "lr"
+    with pytest.raises(ConfigError, match="momentum must be in"):
+        TrainConfig(momentum=1.0)
+    with pytest.raises(ConfigError, match="weight_decay must be at least 0"):
+        TrainConfig(weight_decay=-1.0)
+    with pytest.raises(ConfigError, match="warmup_epochs must be in"):
         TrainConfig(epochs=2, warmup_epochs=3)
+
+
+def test_fault_hook_is_a_parameter_not_the_environment(
+    small_synthetic: DataSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESNAS_FAULT", "nan")  # the old hook: no longer read
+    result = train_candidate(tiny_cnn(3, 10), small_synthetic, TrainConfig(epochs=1), device=CPU)
+    assert math.isfinite(result.history[0].train_loss)
+    with pytest.raises(ValueError):
+        train_candidate(tiny_cnn(3, 10), small_synthetic, TrainConfig(epochs=1), device=CPU, fault="boom")
+
+
+def test_cudnn_benchmark_is_set_only_while_training_on_cuda() -> None:
+    from resnas import _train
+
+    before = torch.backends.cudnn.benchmark
+    with _train._cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark
+        with _train._cudnn_benchmark(True):  # another thread's training, overlapping
+            pass
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    with _train._cudnn_benchmark(False):
+        assert torch.backends.cudnn.benchmark == before
 
 
 def test_crop_flip_shifts_and_mirrors_each_image() -> None:

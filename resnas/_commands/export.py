@@ -11,7 +11,8 @@ from typing import Any
 from resnas._arch import Arch
 from resnas._commands.count import resolve_arch
 from resnas._errors import UserError
-from resnas._run import TrialState, prepare_out_dir, read_run, read_trials_csv, weights_path
+from resnas._runfolder import RunFolder, ensure_writable
+from resnas._trial import TrialState
 
 
 def _arch(row: dict[str, str], key: str) -> Arch | None:
@@ -25,19 +26,17 @@ def _numbers(rows: list[dict[str, str]]) -> str:
     return ", ".join(r["number"] for r in rows) or "none"
 
 
-def _select(run_dir: Path, top: int | None, trial: int | None) -> list[dict[str, str]]:
+def _select(run: RunFolder, top: int | None, trial: int | None) -> list[dict[str, str]]:
     """trials.csv rows to export: trial N, or the `top` best complete trials whose weights were kept."""
-    try:
-        rows = read_trials_csv(run_dir)
-    except FileNotFoundError:
-        rows = []  # the search has not finished a trial yet
-    complete = [r for r in rows if r["state"] == TrialState.COMPLETE and r["val_accuracy"]]
+    run_dir = run.path
+    rows = run.read_trials()
+    complete = [r for r in rows if r["state"] == TrialState.COMPLETE.value and r["val_accuracy"]]
     if not complete:
         raise UserError(f"{run_dir} has no complete trial yet, so no trained network to export; "
                         "let the search finish a trial, or export an untrained network with --arch")
-    # Best validation accuracy first, fewer FLOPs breaking ties: the order of resnas._run.ranked.
+    # Best validation accuracy first, fewer FLOPs breaking ties: the order of resnas._trial.ranked.
     complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
-    kept = [r for r in complete if weights_path(run_dir, int(r["number"])).is_file()]
+    kept = [r for r in complete if run.weights_path(int(r["number"])).is_file()]
     if trial is not None:
         row = next((r for r in rows if int(r["number"]) == trial), None)
         if row is None:
@@ -93,15 +92,16 @@ def _export_run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} applies to --arch exports; a run's networks keep "
                             "the input they were trained on")
-    run_dir = Path(args.run)
-    run = read_run(run_dir)
+    folder = RunFolder(args.run)
+    run_dir = folder.path
+    run = folder.read_run()
     training = run.get("training_input")
     if not training:
         raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels); "
                         "it was written by an older resnas: rerun the search")
-    selected = _select(run_dir, args.top, args.trial)
+    selected = _select(folder, args.top, args.trial)
     out = Path(args.out) if args.out else run_dir / "export"
-    prepare_out_dir(out)
+    ensure_writable(out, "--out")
     for row in selected:
         number = int(row["number"])
         searched = _arch(row, "arch")
@@ -109,11 +109,11 @@ def _export_run(args: argparse.Namespace) -> int:
             raise UserError(f"trial {number} in {run_dir}/trials.csv has no arch")
         # Rows without trained_arch come from runs that recorded only the proxy width.
         trained = _arch(row, "trained_arch") or searched.narrowed(float(run.get("proxy_width", 1.0)))
-        state = _load_weights(weights_path(run_dir, number))
-        folder = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
-                        in_channels=training["channels"], resolution=training["resolution"],
-                        card=_card(run, run_dir, row, searched))  # type: ignore[arg-type]
-        print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {folder}")
+        state = _load_weights(folder.weights_path(number))
+        exported = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
+                           in_channels=training["channels"], resolution=training["resolution"],
+                           card=_card(run, run_dir, row, searched))  # type: ignore[arg-type]
+        print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {exported}")
     if args.top is not None and len(selected) < args.top:
         print(f"only {len(selected)} complete trial(s) have kept weights; exported those")
     return 0
@@ -128,7 +128,7 @@ def _export_arch(args: argparse.Namespace) -> int:
         raise UserError("--arch needs --out DIR: the folder to write the network to")
     arch, entry = resolve_arch(args.arch)
     out = Path(args.out)
-    prepare_out_dir(out)
+    ensure_writable(out, "--out")
     if entry is not None:
         card = {"title": f"{args.arch} (untrained)", "source": entry.source}
     elif Path(args.arch).is_file():

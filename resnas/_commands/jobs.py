@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from resnas._errors import UserError
 
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
 
 def _run(args: argparse.Namespace) -> int:
-    from resnas._commands.submit import follow
     from resnas._ray import job_client
 
-    client = job_client(args.address)
+    with job_client(args.address) as client:
+        return _act(client, args)
+
+
+def _act(client: JobSubmissionClient, args: argparse.Namespace) -> int:
+    """Status, logs or stop of one job."""
+    from resnas._commands.submit import follow
+
     try:
         if args.action == "logs":
             if args.follow:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resnas._run import TrialRecord, TrialState, pareto_front, ranked
-from resnas._search import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
+from resnas._config import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
+from resnas._trial import TrialRecord, TrialState, pareto_front, ranked
 
 DEFAULT_SPACE = "search_spaces/resnet_family.yaml"
 
@@ -87,11 +87,11 @@ class Reporter:
     def trial_end(self, rec: TrialRecord, recs: list[TrialRecord]) -> None:
         top = ranked(recs)
         self.best = top[0].val_accuracy if top else None
-        rejected = sum(r.state == TrialState.OVER_BUDGET for r in recs)
+        rejected = sum(r.state is TrialState.OVER_BUDGET for r in recs)
         acc = f"{rec.val_accuracy:.3f}" if rec.val_accuracy is not None else "-"
         detail = f" ({rec.reason})" if rec.reason else ""
         self.console.print(
-            f"{self.trial_label}: #{rec.number} {rec.state}{detail} val acc {acc}, "
+            f"{self.trial_label}: #{rec.number} {rec.state.value}{detail} val acc {acc}, "
             f"{(rec.flops or 0) / 1e9:.2f} GFLOPs ({(rec.budget_fraction or 0):.0%} of budget), "
             f"{rec.duration_s or 0:.0f}s; {rejected} over-budget samples so far"
         )
@@ -108,7 +108,7 @@ class Reporter:
         from rich.table import Table
 
         self.stop()
-        states = {s: sum(r.state == s for r in recs) for s in
+        states = {s.value: sum(r.state is s for r in recs) for s in
                   (TrialState.COMPLETE, TrialState.PRUNED, TrialState.OVER_BUDGET, TrialState.FAILED,
                    TrialState.INTERRUPTED)}
         front = {r.number for r in pareto_front(recs)}
@@ -149,12 +149,16 @@ def _default_out(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import optuna
+
     from resnas._search import search
 
+    # The progress lines say what Optuna's per-trial INFO lines would (this process ends with the search).
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = config_from_args(args)
     reporter = Reporter()
     try:
-        search(cfg, reporter)
+        search(cfg, reporter, faults=args.faults)
     except KeyboardInterrupt:
         reporter.stop()
         print(f"resnas: stopped; the study is saved in {cfg.out}: rerun the same command to continue",

@@ -27,6 +27,7 @@ def _wilson(hits: int, n: int) -> tuple[float, float]:
 
 
 def _dimension_table(space: SearchSpace) -> Table:
+    """One row per dimension: name, values, count, when it applies."""
     table = Table(title=f"{space.source}: input {space.resolution}x{space.resolution}x{space.in_channels}, "
                         f"{space.num_classes} classes", title_justify="left")
     table.add_column("dimension")
@@ -40,6 +41,7 @@ def _dimension_table(space: SearchSpace) -> Table:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Print the dimension table, size, exact FLOP range and, with samples, the share under the budget."""
     budget = parse_budget(args.budget) if args.budget is not None else None
     if args.samples < 0:
         raise UserError(f"--samples: {args.samples} must be >= 0")

@@ -107,15 +107,15 @@ def _run(args: argparse.Namespace) -> int:
                         "search --budget ... [search flags]")
     root = project_root()
     command = _job_command(words[1:], root)
-    client = job_client(args.address)
-    job_id = client.submit_job(
-        entrypoint=ENTRYPOINT.format(command=shlex.join(["python", "-m", "resnas.cli", *command])),
-        runtime_env={"working_dir": str(root), "excludes": EXCLUDES},
-    )
-    print(job_id)
-    print(f"resnas: submitted `resnas {shlex.join(command)}` as Ray job {job_id}; follow it with "
-          f"`resnas jobs logs {job_id} --follow`", file=sys.stderr)
-    return follow(client, job_id) if args.follow else 0
+    with job_client(args.address) as client:
+        job_id = client.submit_job(
+            entrypoint=ENTRYPOINT.format(command=shlex.join(["python", "-m", "resnas.cli", *command])),
+            runtime_env={"working_dir": str(root), "excludes": EXCLUDES},
+        )
+        print(job_id)
+        print(f"resnas: submitted `resnas {shlex.join(command)}` as Ray job {job_id}; follow it with "
+              f"`resnas jobs logs {job_id} --follow`", file=sys.stderr)
+        return follow(client, job_id) if args.follow else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

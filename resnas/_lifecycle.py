@@ -1,0 +1,397 @@
+"""The trial lifecycle both backends share: set up, propose and screen, train, settle, publish, stop.
+
+    SearchCore.prepare   run folder, space, the budget's feasibility (before any cluster or data)
+    SearchCore.open      data, proxy width, the study (settings checked, seed offset), first trials, run.json
+    propose -> reject    an over-budget proposal is told at once and never trained
+            -> start     a fitting one is recorded, then trained by `train_trial` (here, or in a Ray worker)
+    epoch_done           each epoch: recorded, reported to the pruner and the reporter
+    settle -> publish    told to the study, streaks counted; weights kept, trials.csv/best/plot rewritten
+
+A backend (resnas._local, resnas._ray) decides only where `train_trial` runs and how many at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from resnas._build import count
+from resnas._config import DeviceName, SearchConfig
+from resnas._errors import ConfigError, ResnasError
+from resnas._runfolder import RunFolder
+from resnas._study import (
+    Progress,
+    Screened,
+    Study,
+    record_epoch,
+    record_screen,
+    record_start,
+    tell_failed,
+    tell_interrupted,
+    tell_over_budget,
+    tell_trained,
+)
+from resnas._trial import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+    from resnas._arch import Arch
+    from resnas._data import DataSplits
+    from resnas._space import SearchSpace
+    from resnas._train import Fault
+
+# After this many budget rejections in a row the sampler is not finding the feasible region.
+MAX_CONSECUTIVE_REJECTIONS = 5000
+# After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
+MAX_CONSECUTIVE_FAILURES = 3
+PLOT_INTERVAL_S = 30.0
+STRATIFY_DRAWS = 400  # per kind: half uniform, then ever closer to the cheapest
+# Samples drawn at start to estimate the fraction of the space under the budget (~0.2 ms each).
+FEASIBILITY_SAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Test hooks, passed in (never read from the environment): break trials on purpose."""
+
+    loss: Fault | None = None  # every trial's first step fails this way (resnas._train.Fault)
+    # Ray: the first trial to finish an epoch while this file does not exist creates it and kills its worker.
+    exit_once: str | None = None
+
+
+class Report(Protocol):
+    """Progress events of a search (resnas._commands.search.Reporter prints them)."""
+
+    def start(self, cfg: SearchConfig, space: SearchSpace, data: DataSplits, device: Any, fraction: float,
+              proxy_width: float, done: int, recovered: list[int]) -> None: ...
+
+    def trial_start(self, k: int, n: int) -> None: ...
+
+    def epoch(self, number: int, epoch: int, accuracy: float) -> None: ...
+
+    def trial_end(self, rec: TrialRecord, recs: list[TrialRecord]) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def finish(self, recs: list[TrialRecord], out: Path) -> None: ...
+
+
+# -- set-up ---------------------------------------------------------------------------------------
+
+
+def load_space(path: str) -> tuple[SearchSpace, str]:
+    """The space and its file's text (which the study's fingerprint hashes)."""
+    from resnas._space import SearchSpace
+
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read space file {path}: {e.strerror or e}; pass a YAML file such as "
+                          "search_spaces/resnet_family.yaml", field="space") from None
+    return SearchSpace.from_yaml(path), text
+
+
+def check_budget_is_feasible(space: SearchSpace, budget: int) -> float:
+    """Fail before any training when nothing fits; else the fraction of sampled archs under the budget."""
+    low = space.min_flops()
+    if low > budget:
+        raise ConfigError(f"no architecture in the space fits the budget: the smallest needs {low / 1e9:.3g} "
+                          f"GFLOPs (> {budget / 1e9:.3g} GFLOPs); raise the budget or shrink the space's minimums")
+    rng = random.Random(0)
+    fits = sum(space.flops(space.sample(rng)) <= budget for _ in range(FEASIBILITY_SAMPLES))
+    return fits / FEASIBILITY_SAMPLES
+
+
+def resolve_device(name: DeviceName) -> torch.device:
+    import torch
+
+    if name is DeviceName.CUDA and not torch.cuda.is_available():
+        raise ConfigError("cuda: no CUDA GPU is visible to PyTorch; use cpu or auto", field="device")
+    if name is DeviceName.AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name.value)
+
+
+def load_training_data(cfg: SearchConfig) -> DataSplits:
+    """The proxy's data, at least 32x32 (resnas nets need it): smaller images are upsampled once here."""
+    from resnas._data import load_data
+
+    kwargs = dict(root=cfg.data_root, train_samples=cfg.train_samples, val_samples=cfg.val_samples, seed=cfg.seed)
+    data = load_data(cfg.dataset, resolution=cfg.train_resolution, **kwargs)  # type: ignore[arg-type]
+    if data.resolution < 32:
+        data = load_data(cfg.dataset, resolution=32, **kwargs)  # type: ignore[arg-type]
+    return data
+
+
+def screen(arch: Arch, space: SearchSpace, budget: int) -> Screened:
+    """`arch` priced at the deployment input (microseconds), and whether it fits the budget."""
+    cost = count(arch, resolution=space.resolution, num_classes=space.num_classes, in_channels=space.in_channels)
+    return Screened(arch, cost, cost.flops <= budget)
+
+
+class FirstTrials:
+    """One random budget-fitting architecture per shortcut kind of the space, trained before the sampler's picks.
+
+    The kinds fit a budget very unequally (under 4 GFLOPs in resnet_family.yaml: about 94% of dense, 36% of
+    identity and 21% of gated samples), so a short search would otherwise train mostly one kind. They are
+    queued one at a time, only when the queue is empty, so that a retried (interrupted) trial goes first.
+    Draws lean to the cheap side while none fits; a kind none of whose STRATIFY_DRAWS draws fits is left out.
+    """
+
+    def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int) -> None:
+        started = study.first_kinds_started()  # None: a study that began otherwise is left as it is
+        shortcut = next(d for d in space.dimensions() if d.name == "shortcut")
+        kinds = shortcut.domain.options() if started is not None and shortcut.domain.count > 1 else ()
+        rng = random.Random(seed)
+        self._plan: list[tuple[str, dict[str, Any]]] = []
+        for kind in kinds:
+            params = _first_fitting(space, budget, rng, kind.value)
+            if params is not None and kind.value not in (started or ()):
+                self._plan.append((kind.value, params))
+        self.kinds = [kind for kind, _ in self._plan]
+
+    def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
+        """Before each ask: queue the next kind's architecture if nothing else waits in the queue."""
+        if self._plan and study.queue_is_empty(target):
+            kind, params = self._plan.pop(0)
+            study.enqueue_first_of_kind(params, kind, target)
+
+
+def _first_fitting(space: SearchSpace, budget: int, rng: random.Random, kind: str) -> dict[str, Any] | None:
+    """Optuna parameters of a random `kind` architecture under the budget, leaning cheaper draw by draw."""
+    for draw in range(STRATIFY_DRAWS):
+        lean = min(1.0, 2.0 * (1.0 - draw / STRATIFY_DRAWS))
+        arch, params = space.sample_params(rng, fixed={"shortcut": kind}, lean=lean)
+        if screen(arch, space, budget).fits:
+            return params
+    return None
+
+
+# -- training one candidate (in this process, or in a Ray worker) --------------------------------
+
+
+class Pruned(Exception):
+    """Raised by an `on_epoch` callback: the pruner stops this trial."""
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What training any trial needs besides its arch and the data (picklable: Ray ships it to workers)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    device: str
+    fault: Fault | None = None
+
+
+@dataclass
+class Outcome:
+    """How a trial ended: trained (complete or pruned) with its accuracy and weights, or failed with a reason."""
+
+    state: TrialState
+    val_accuracy: float | None = None
+    images_per_s: float | None = None
+    reason: str = ""
+    weights: Mapping[str, Any] | None = None
+
+
+def train_trial(job: TrialJob, number: int, arch: Arch, data: DataSplits, *,
+                on_epoch: Callable[[int, float], None] | None = None,
+                on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                resume: Mapping[str, Any] | None = None) -> Outcome:
+    """Build `arch` seeded by the trial's number and train it; a candidate that cannot train fails, never raises."""
+    import torch
+
+    from resnas._build import build
+    from resnas._train import CandidateFailed, TrainConfig, train_candidate
+
+    train_cfg = TrainConfig(epochs=job.epochs, batch_size=job.batch_size, lr=job.lr, seed=job.seed + number)
+    try:
+        torch.manual_seed(job.seed + number)
+        model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+        result = train_candidate(model, data, train_cfg, device=torch.device(job.device), on_epoch=on_epoch,
+                                 on_checkpoint=on_checkpoint, resume=resume, fault=job.fault)
+    except Pruned:
+        return Outcome(TrialState.PRUNED)
+    except (CandidateFailed, RuntimeError, ValueError) as e:
+        # A candidate that cannot train (NaN loss, OOM, a numerical error) must not stop the search.
+        reason = getattr(e, "reason", type(e).__name__)
+        return Outcome(TrialState.FAILED, reason=f"{reason}: {str(e).splitlines()[0] if str(e) else ''}")
+    return Outcome(TrialState.COMPLETE, result.val_accuracy, result.images_per_second, weights=model.state_dict())
+
+
+# -- the search's side of every trial --------------------------------------------------------------
+
+
+class SearchCore:
+    """One search's state across its trials; both backends drive it through the same calls."""
+
+    def __init__(self, cfg: SearchConfig, report: Report, folder: RunFolder, space: SearchSpace, space_text: str,
+                 fraction: float) -> None:
+        self.cfg, self.report, self.folder = cfg, report, folder
+        self.space, self._space_text, self.fraction = space, space_text, fraction
+        self.error: ResnasError | None = None  # set when the search must stop: raised once the backend returns
+        self.trained = 0
+        self._rejected_in_a_row = self._failed_in_a_row = 0
+        self._started = time.monotonic()
+        self._next_plot = self._started + PLOT_INTERVAL_S
+        self._timed_out = False
+        self.opened = False
+
+    @classmethod
+    def prepare(cls, cfg: SearchConfig, report: Report) -> SearchCore:
+        """The checks that need neither data nor a cluster: run folder, space, the budget's feasibility."""
+        folder = RunFolder(cfg.out)
+        folder.prepare()
+        space, text = load_space(cfg.space)
+        return cls(cfg, report, folder, space, text, check_budget_is_feasible(space, cfg.budget))
+
+    def open(self, device: torch.device | str, faults: Faults, *, recover: bool = True) -> None:
+        """Load the data, open the study (interrupted trials queued again unless `recover` is False), report."""
+        cfg = self.cfg
+        self.data = load_training_data(cfg)
+        kind = device if isinstance(device, str) else device.type
+        self.proxy_width = cfg.proxy_width or (1.0 if kind == "cuda" else 0.5)
+        self.job = TrialJob(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, str(device), faults.loss)
+        fingerprint = cfg.fingerprint(self._space_text, self.proxy_width)
+        url = self.folder.study_url(cfg.storage)
+        probe = Study.open(cfg, url, fingerprint, cfg.seed)
+        # A resumed run must not replay the first run's random draws: offset the seed by the trials so far.
+        self.sampler_seed = cfg.seed + len(probe)
+        self.study = Study.open(cfg, url, fingerprint, self.sampler_seed) if len(probe) else probe
+        recovered = self.study.recover_interrupted() if recover else []
+        self.first = FirstTrials(self.study, self.space, cfg.budget, cfg.seed)
+        self.folder.write_run(self._run_file())
+        self.trained = self.study.trained_count()
+        self.opened = True
+        self.report.start(cfg, self.space, self.data, device, self.fraction, self.proxy_width, self.trained,
+                          recovered)
+        if self.first.kinds:
+            self.report.note(f"  first trials: one fitting architecture per shortcut kind ({', '.join(self.first.kinds)})")
+
+    def _run_file(self) -> dict[str, Any]:
+        """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""
+        settings = asdict(self.cfg)
+        settings.update({k: v.value for k, v in settings.items() if isinstance(v, enum.Enum)})
+        for key in ("out", "data_root", "storage"):
+            settings.pop(key)
+        space, data = self.space, self.data
+        return {
+            "settings": settings,
+            "deployment_input": {"resolution": space.resolution, "channels": space.in_channels,
+                                 "classes": space.num_classes},
+            "training_input": {"resolution": data.resolution, "channels": data.in_channels,
+                               "classes": data.num_classes},
+            "data": data.description,
+            "proxy_width": self.proxy_width,
+            "fraction_of_space_under_budget": round(self.fraction, 4),
+        }
+
+    # -- the lifecycle, in order ------------------------------------------------------------------
+
+    def wants_more(self, in_flight: int = 0) -> bool:
+        """Whether to start another trial: no error, target not reached counting `in_flight`, no timeout."""
+        if self.error is not None or self.trained + in_flight >= self.cfg.trials:
+            return False
+        if self.cfg.timeout is not None and time.monotonic() - self._started > self.cfg.timeout:
+            if not self._timed_out:
+                self.report.note(f"timeout of {self.cfg.timeout:g}s reached after {self.trained} trained candidates")
+            self._timed_out = True
+            return False
+        return True
+
+    def refresh(self) -> None:
+        """Recount the trained trials from the study: other processes may be training for it too."""
+        self.trained = self.study.trained_count()
+
+    @property
+    def done(self) -> bool:
+        """The search ended as asked: target reached or timed out (not stopped by an error or Ctrl-C)."""
+        return self.error is None and (self.trained >= self.cfg.trials or self._timed_out)
+
+    def propose(self, trial: optuna.Trial) -> Screened:
+        """The trial's architecture (define-by-run), priced and recorded with its constraint."""
+        screened = screen(self.space.suggest(trial), self.space, self.cfg.budget)
+        record_screen(trial, screened, self.cfg.budget)
+        return screened
+
+    def reject(self, trial: optuna.Trial, flops: int) -> None:
+        """Settle an over-budget proposal; too many in a row stop the search."""
+        tell_over_budget(trial, flops, self.cfg.multi_objective)
+        self._rejected_in_a_row += 1
+        if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
+            self.error = ConfigError(f"{self._rejected_in_a_row} samples in a row were over the budget: the "
+                                     "sampler cannot find the feasible region; raise the budget or try the random "
+                                     "sampler")
+
+    def start(self, trial: optuna.Trial, screened: Screened) -> Arch:
+        """Record a fitting proposal as training; returns the network to train (narrowed by the proxy width)."""
+        self._rejected_in_a_row = 0
+        trained = screened.arch.narrowed(self.proxy_width)
+        data = self.data
+        flops = count(trained, resolution=data.resolution, num_classes=data.num_classes,
+                      in_channels=data.in_channels).flops
+        record_start(trial, trained, flops)
+        return trained
+
+    def epoch_done(self, trial: optuna.Trial, progress: Progress) -> None:
+        """Record an epoch, report it to Optuna (its samplers rank pruned trials by it) and to the user."""
+        record_epoch(trial, progress)
+        self.report.epoch(trial.number, progress.epoch, progress.val_accuracy)
+        if not self.cfg.multi_objective:
+            trial.report(progress.val_accuracy, progress.epoch)
+
+    def settle(self, trial: optuna.Trial, outcome: Outcome, flops: int) -> None:
+        """Tell the study how the trial ended; count streaks of failures."""
+        if outcome.state is TrialState.FAILED:
+            tell_failed(trial, outcome.reason)
+            self._failed_in_a_row += 1
+            if self._failed_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                self.error = ConfigError(f"{self._failed_in_a_row} candidates in a row failed (last: "
+                                         f"{outcome.reason}); check the learning rate, batch size and the data, "
+                                         "then rerun to continue")
+            return
+        self._failed_in_a_row = 0
+        tell_trained(trial, outcome.state, outcome.val_accuracy, flops, self.cfg.multi_objective,
+                     outcome.images_per_s)
+        self.trained += 1
+
+    def interrupt(self, trial: optuna.Trial) -> None:
+        """Settle a trial cut off by Ctrl-C; the next run retries it."""
+        tell_interrupted(trial, "interrupted (Ctrl-C); retried on the next run")
+
+    def publish(self, number: int, weights: Mapping[str, Any] | None) -> TrialRecord:
+        """Keep a settled trial's weights, rewrite the run folder and report the trial; its record."""
+        if weights is not None:
+            self.folder.save_weights(number, weights)
+        recs = self.write()
+        rec = next(r for r in recs if r.number == number)
+        self.report.trial_end(rec, recs)
+        return rec
+
+    def write(self, *, final: bool = False) -> list[TrialRecord]:
+        """trials.csv and the kept weights from the study; the plot (~0.2 s) at most every PLOT_INTERVAL_S."""
+        recs = self.study.records(self.cfg.budget)
+        self.folder.write_trials(recs)
+        self.folder.keep_weights(recs, self.cfg.keep_top)
+        if final or time.monotonic() >= self._next_plot:
+            self.folder.plot(recs, self.cfg.budget)
+            self._next_plot = time.monotonic() + PLOT_INTERVAL_S
+        return recs
+
+    def finish(self) -> list[TrialRecord]:
+        """Raise what stopped the search, or write the run folder a last time and report the leaderboard."""
+        if self.error is not None:
+            raise self.error
+        recs = self.write(final=True)
+        self.report.finish(recs, self.folder.path)
+        return recs

@@ -1,0 +1,285 @@
+"""The search's Optuna study: the only reader and writer of what a trial stores, and every Optuna-internal access.
+
+A trial's resnas record lives in its user attributes under the keys of `_Key`; nothing else reads or writes
+them. Trials are told to Optuna through `trial.study`, so the same calls serve a `Study` of this process and
+the one Ray's OptunaSearch keeps on the same storage.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from resnas._config import PrunerName, SamplerName, SearchConfig
+from resnas._errors import ConfigError, StorageError
+from resnas._trial import TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from resnas._arch import Arch
+    from resnas._blocks import Cost
+
+_FROZEN = optuna.trial.TrialState
+
+
+class _Key:
+    """User-attribute names of a trial's record (trial level) and of the study's settings (study level)."""
+
+    STATE, REASON, ARCH, FLOPS, MACS, PARAMS = "state", "reason", "arch", "flops", "macs", "params"
+    WORKER, NODE, TRAINED_ARCH, TRAIN_FLOPS = "worker", "node", "trained_arch", "train_flops"
+    EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
+    RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
+    SETTINGS = "resnas_settings"
+
+
+# Feasible when <= 0: the samplers read it to learn where the budget's edge lies.
+CONSTRAINT = "flops_over_budget"
+
+
+def worker_id() -> str:
+    """This process, as a trial records who trains it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler named by `cfg`; TPE is multivariate, grouped (define-by-run) and constraint-aware."""
+    if cfg.sampler is SamplerName.RANDOM:
+        return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.sampler is SamplerName.NSGA2:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.trials)))
+    # Optuna's default of 10 random startup trials: budget rejections count among them, and fewer let TPE
+    # lock onto the first family that happened to fit. `group` is still marked experimental.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
+
+
+def prunes(cfg: SearchConfig) -> bool:
+    """Whether trials may stop early: Optuna cannot prune multi-objective studies, nor one-epoch trials."""
+    return cfg.pruner is not PrunerName.NONE and not cfg.multi_objective and cfg.epochs >= 2
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    if not prunes(cfg):
+        return optuna.pruners.NopPruner()
+    if cfg.pruner is PrunerName.MEDIAN:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs, reduction_factor=3)
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A proposal priced at the deployment input: its arch and cost, and whether it fits the budget."""
+
+    arch: Arch
+    cost: Cost
+    fits: bool
+
+
+def record_screen(trial: optuna.Trial, screened: Screened, budget: int) -> None:
+    """Store a proposal's arch and costs, and its constraint for the sampler."""
+    attrs = {_Key.ARCH: screened.arch.to_dict(), _Key.FLOPS: screened.cost.flops, _Key.MACS: screened.cost.macs,
+             _Key.PARAMS: screened.cost.params}
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
+    trial.set_constraint(CONSTRAINT, screened.cost.flops / budget - 1.0)
+
+
+def record_start(trial: optuna.Trial, trained_arch: Arch, train_flops: int) -> None:
+    """Store the network to train; this process answers for the trial until it settles."""
+    trial.set_user_attr(_Key.WORKER, worker_id())
+    trial.set_user_attr(_Key.NODE, socket.gethostname())
+    trial.set_user_attr(_Key.TRAINED_ARCH, trained_arch.to_dict())
+    trial.set_user_attr(_Key.TRAIN_FLOPS, train_flops)
+
+
+def claim(trial: optuna.Trial) -> None:
+    """This process answers for the trial (a Ray driver, for trials its workers train)."""
+    trial.set_user_attr(_Key.WORKER, worker_id())
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A trial's state after an epoch, as trials.csv shows a running trial."""
+
+    epoch: int
+    val_accuracy: float
+    node: str | None = None
+    images_per_s: float | None = None
+    train_seconds: float | None = None
+    resumed_from_epoch: int = 0  # the checkpoint a retried trial went on from
+
+
+def record_epoch(trial: optuna.Trial, p: Progress) -> None:
+    """Store a finished epoch (and where it ran, where known)."""
+    trial.set_user_attr(_Key.EPOCHS, p.epoch)
+    trial.set_user_attr(_Key.VAL_ACCURACY, p.val_accuracy)
+    for key, value in ((_Key.NODE, p.node), (_Key.IMAGES_PER_S, p.images_per_s),
+                       (_Key.TRAIN_SECONDS, p.train_seconds)):
+        if value is not None:
+            trial.set_user_attr(key, value)
+    if p.resumed_from_epoch:
+        trial.set_user_attr(_Key.RESUMED_FROM_EPOCH, p.resumed_from_epoch)
+        trial.set_user_attr(_Key.REASON, f"its worker died; resumed from its epoch {p.resumed_from_epoch} "
+                                         "checkpoint")
+
+
+def tell_over_budget(trial: optuna.Trial, flops: int, multi_objective: bool) -> None:
+    """Settle a rejected proposal; NSGA-II learns from complete trials only, so there it is complete and
+    ranked last by its constraint."""
+    trial.set_user_attr(_Key.STATE, TrialState.OVER_BUDGET.value)
+    if multi_objective:
+        trial.study.tell(trial, [0.0, float(flops)])
+    else:
+        trial.study.tell(trial, state=_FROZEN.PRUNED)
+
+
+def tell_trained(trial: optuna.Trial, state: TrialState, accuracy: float | None, flops: int,
+                 multi_objective: bool, images_per_s: float | None = None) -> None:
+    """Settle a trained trial: complete with its objective values, or pruned."""
+    if images_per_s is not None:
+        trial.set_user_attr(_Key.IMAGES_PER_S, images_per_s)
+    trial.set_user_attr(_Key.STATE, state.value)
+    if state is TrialState.PRUNED:
+        trial.study.tell(trial, state=_FROZEN.PRUNED)
+    else:
+        assert accuracy is not None
+        trial.study.tell(trial, [accuracy, float(flops)] if multi_objective else accuracy)
+
+
+def tell_failed(trial: optuna.Trial, reason: str) -> None:
+    """Settle a trial that could not be trained, with the reason."""
+    trial.set_user_attr(_Key.STATE, TrialState.FAILED.value)
+    trial.set_user_attr(_Key.REASON, reason[:300])
+    trial.study.tell(trial, state=_FROZEN.FAIL)
+
+
+def tell_interrupted(trial: optuna.Trial, reason: str) -> None:
+    """Settle a trial cut off before it ended, and queue its architecture again."""
+    trial.set_user_attr(_Key.STATE, TrialState.INTERRUPTED.value)
+    trial.set_user_attr(_Key.REASON, reason)
+    trial.study.enqueue_trial(trial.params, user_attrs={_Key.RETRY_OF: trial.number})
+    trial.study.tell(trial, state=_FROZEN.FAIL)
+
+
+class Study:
+    """The study of a run: opened with its settings checked, read as `TrialRecord`s."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.optuna = study
+
+    @classmethod
+    def open(cls, cfg: SearchConfig, storage: str, fingerprint: dict[str, Any], sampler_seed: int) -> Study:
+        """Create or load the study; refuse to resume one made with different settings."""
+        directions = ["maximize", "minimize"] if cfg.multi_objective else ["maximize"]
+        try:
+            study = optuna.create_study(
+                study_name=cfg.study, storage=storage, directions=directions, load_if_exists=True,
+                sampler=make_sampler(cfg, sampler_seed), pruner=make_pruner(cfg))
+        except ValueError as e:  # e.g. an existing study with other directions
+            raise ConfigError(f"study {cfg.study!r} in {storage}: {e}; use another study name or run folder") from None
+        except Exception as e:  # SQLAlchemy's errors for a bad URL or an unreachable database
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise StorageError(f"cannot open the study's storage {storage}: {first}") from None
+        known = study.user_attrs.get(_Key.SETTINGS)
+        if known is None:
+            study.set_user_attr(_Key.SETTINGS, fingerprint)
+        elif known != fingerprint:
+            diff = ", ".join(f"{k} {known.get(k)!r} -> {v!r}" for k, v in fingerprint.items() if known.get(k) != v)
+            raise ConfigError(f"study {cfg.study!r} was created with other settings ({diff}); rerun with the "
+                              "original settings to resume, or use a new run folder or study name")
+        return cls(study)
+
+    def _trials(self, *states: optuna.trial.TrialState) -> list[optuna.trial.FrozenTrial]:
+        return self.optuna.get_trials(deepcopy=False, states=states or None)
+
+    def __len__(self) -> int:
+        return len(self._trials())
+
+    def trained_count(self) -> int:
+        return sum(_state_of(t).trained for t in self._trials())
+
+    def finished_numbers(self) -> frozenset[int]:
+        return frozenset(t.number for t in self._trials() if t.state.is_finished())
+
+    def running_by_this_process(self) -> bool:
+        return any(t.user_attrs.get(_Key.WORKER) == worker_id() for t in self._trials(_FROZEN.RUNNING))
+
+    def running_numbers(self) -> set[int]:
+        return {t.number for t in self._trials(_FROZEN.RUNNING)}
+
+    def recover_interrupted(self) -> list[int]:
+        """Mark trials of dead processes interrupted (failed) and queue their architectures again."""
+        recovered = []
+        storage = self.optuna._storage  # FrozenTrials cannot be given user attributes through the public API
+        for t in self._trials(_FROZEN.RUNNING):
+            worker = t.user_attrs.get(_Key.WORKER, "")
+            if worker and _process_alive(worker):
+                continue
+            storage.set_trial_user_attr(t._trial_id, _Key.STATE, TrialState.INTERRUPTED.value)
+            storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process running it died; retried")
+            self.optuna.enqueue_trial(t.params, user_attrs={_Key.RETRY_OF: t.number})
+            self.optuna.tell(t.number, state=_FROZEN.FAIL)
+            recovered.append(t.number)
+        return recovered
+
+    def first_kinds_started(self) -> set[str] | None:
+        """Shortcut kinds queued as first trials so far; None when the study began otherwise."""
+        trials = self._trials()
+        started = {t.user_attrs.get(_Key.FIRST_OF_KIND) for t in trials} - {None}
+        return started if started or not trials else None
+
+    def queue_is_empty(self, study: optuna.Study | None = None) -> bool:
+        return not (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.WAITING,))
+
+    def enqueue_first_of_kind(self, params: dict[str, Any], kind: str, study: optuna.Study | None = None) -> None:
+        (study or self.optuna).enqueue_trial(params, user_attrs={_Key.FIRST_OF_KIND: kind})
+
+    def records(self, budget: int) -> list[TrialRecord]:
+        """Every trial as a trials.csv row (waiting, never-started trials are left out)."""
+        try:
+            trials = self._trials()
+        except optuna.exceptions.StorageInternalError as e:
+            raise StorageError(f"the study's storage failed: {e}") from None
+        return [_record(t, budget) for t in trials if t.state is not _FROZEN.WAITING]
+
+
+def _state_of(t: optuna.trial.FrozenTrial) -> TrialState:
+    """resnas's state of a stored trial: its own record, else what Optuna's state implies."""
+    if t.state is _FROZEN.RUNNING:
+        return TrialState.RUNNING
+    stored = t.user_attrs.get(_Key.STATE)
+    if t.state is _FROZEN.FAIL and stored not in (TrialState.FAILED.value, TrialState.INTERRUPTED.value):
+        return TrialState.FAILED
+    return TrialState(stored) if stored else TrialState.FAILED
+
+
+def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
+    ua = t.user_attrs
+    duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+        if t.datetime_complete and t.datetime_start else None
+    flops = ua.get(_Key.FLOPS)
+    return TrialRecord(
+        number=t.number, state=_state_of(t), val_accuracy=ua.get(_Key.VAL_ACCURACY), flops=flops,
+        params=ua.get(_Key.PARAMS), macs=ua.get(_Key.MACS),
+        budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
+        epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),
+        images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""), reason=ua.get(_Key.REASON, ""),
+        arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
+
+
+def _process_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's trial: we cannot tell, so leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True

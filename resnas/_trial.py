@@ -1,0 +1,80 @@
+"""What a search knows of one trial: its resnas state and record (a trials.csv row), and the rankings over them."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class TrialState(str, enum.Enum):
+    """resnas's own account of a trial (Optuna's states cannot tell a budget rejection from pruning)."""
+
+    COMPLETE = "complete"
+    PRUNED = "pruned"  # stopped early by the pruner (or ASHA): trained, counts towards `trials`
+    OVER_BUDGET = "over_budget"  # rejected by the FLOP screen, never trained
+    FAILED = "failed"  # non-finite loss, out of memory, an error: `reason` says which
+    INTERRUPTED = "interrupted"  # Ctrl-C or a killed process; retried on the next run
+    RUNNING = "running"
+
+    @property
+    def trained(self) -> bool:
+        """Counts towards the trials a search was asked for."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as trials.csv shows it; `TrialRecord.COLUMNS` are the file's columns, in order."""
+
+    number: int
+    state: TrialState
+    val_accuracy: float | None
+    flops: int | None
+    params: int | None
+    macs: int | None
+    budget_fraction: float | None
+    duration_s: float | None
+    epochs: int
+    train_flops: int | None
+    images_per_s: float | None
+    node: str
+    reason: str
+    arch: dict[str, Any] | None
+    # The network actually trained (narrower than `arch` under a proxy width below 1).
+    trained_arch: dict[str, Any] | None = None
+
+    def row(self) -> dict[str, Any]:
+        """The trials.csv row: JSON archs, rounded floats, empty cells for None."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in COLUMNS}
+        out["state"] = self.state.value
+        for k in ("arch", "trained_arch"):
+            out[k] = json.dumps(out[k], sort_keys=True) if out[k] else ""
+        for k, digits in (("val_accuracy", 4), ("budget_fraction", 4), ("duration_s", 4), ("images_per_s", 1)):
+            if out[k] is not None:
+                out[k] = round(out[k], digits)
+        return {k: "" if v is None else v for k, v in out.items()}
+
+
+COLUMNS = tuple(f.name for f in fields(TrialRecord))
+
+
+def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials not dominated in (higher accuracy, fewer deployment FLOPs)."""
+    done = sorted((r for r in records if r.state is TrialState.COMPLETE and r.flops is not None),
+                  key=lambda r: (r.flops, -(r.val_accuracy or 0.0)))
+    front: list[TrialRecord] = []
+    for r in done:
+        if not front or (r.val_accuracy or 0.0) > (front[-1].val_accuracy or 0.0):
+            front.append(r)
+    return front
+
+
+def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials, best validation accuracy first (fewer FLOPs, then the lower number, break ties)."""
+    done = [r for r in records if r.state is TrialState.COMPLETE and r.val_accuracy is not None]
+    return sorted(done, key=lambda r: (-(r.val_accuracy or 0.0), r.flops or 0, r.number))
