@@ -235,6 +235,14 @@ def train_trial(job: TrialJob, number: int, arch: Arch, data: DataSplits, *,
 class SearchCore:
     """One search's state across its trials; both backends drive it through the same calls."""
 
+    # Set by `open`, once the backend knows its device:
+    data: DataSplits
+    proxy_width: float
+    job: TrialJob  # what every trial's training needs besides its arch and the data
+    study: Study
+    sampler_seed: int  # the seed, offset by the trials so far, that this run's sampler draws with
+    first: FirstTrials
+
     def __init__(self, cfg: SearchConfig, report: Report, folder: RunFolder, space: SearchSpace, space_text: str,
                  fraction: float) -> None:
         self.cfg, self.report, self.folder = cfg, report, folder
