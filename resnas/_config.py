@@ -69,6 +69,8 @@ class SearchConfig:
     objectives: Objectives = Objectives.ACCURACY
     device: DeviceName = DeviceName.AUTO
     keep_top: int = 3
+    # Train the zoo networks the space contains under the budget first (resnas._lifecycle.Openings).
+    classics: bool = True
     timeout: float | None = None
     backend: Backend = Backend.OPTUNA
     # Ray only: the cluster to attach to (None: start a local instance), resources per trial, trials at once.

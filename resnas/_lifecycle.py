@@ -1,9 +1,9 @@
 """The trial lifecycle both backends share: set up, propose and screen, train, settle, publish, stop.
 
     SearchCore.prepare   run folder, space, the budget's feasibility (before any cluster or data)
-    SearchCore.open      data, proxy width, the study (settings checked, seed offset), first trials, run.json
-    propose -> reject    an over-budget proposal is told at once and never trained
-            -> start     a fitting one is recorded, then trained by `train_trial` (here, or in a Ray worker)
+    SearchCore.open      data, proxy width, the study (settings checked, seed offset), openings, run.json
+    propose -> dismiss   an over-budget proposal, or one already trained (a duplicate), is told at once
+            -> start     a fitting new one is recorded, then trained by `train_trial` (here, or in a Ray worker)
     epoch_done           each epoch: recorded, reported to the pruner and the reporter
     settle -> publish    told to the study, streaks counted; weights kept, trials.csv/best/plot rewritten
 
@@ -28,9 +28,11 @@ from resnas._study import (
     Progress,
     Screened,
     Study,
+    Twin,
     record_epoch,
     record_screen,
     record_start,
+    tell_duplicate,
     tell_failed,
     tell_interrupted,
     tell_over_budget,
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 
 # After this many budget rejections in a row the sampler is not finding the feasible region.
 MAX_CONSECUTIVE_REJECTIONS = 5000
+# After this many proposals in a row that were all trained before, the sampler has nothing new to offer.
+MAX_CONSECUTIVE_DUPLICATES = 50
 # After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
 MAX_CONSECUTIVE_FAILURES = 3
 PLOT_INTERVAL_S = 30.0
@@ -131,37 +135,75 @@ def load_training_data(cfg: SearchConfig) -> DataSplits:
 
 
 def screen(arch: Arch, space: SearchSpace, budget: int) -> Screened:
-    """`arch` priced at the deployment input (microseconds), and whether it fits the budget."""
+    """`arch` priced at the deployment input (microseconds), whether it fits the budget, and its zoo name."""
+    from resnas.zoo import name_of
+
     cost = count(arch, resolution=space.resolution, num_classes=space.num_classes, in_channels=space.in_channels)
-    return Screened(arch, cost, cost.flops <= budget)
+    return Screened(arch, cost, cost.flops <= budget, name_of(arch))
 
 
-class FirstTrials:
-    """One random budget-fitting architecture per shortcut kind of the space, trained before the sampler's picks.
+def classics(space: SearchSpace, budget: int) -> list[tuple[str, dict[str, Any]]]:
+    """The zoo networks the space contains that fit the budget, with their Optuna parameters, in zoo order."""
+    from resnas import zoo
 
-    The kinds fit a budget very unequally (under 4 GFLOPs in resnet_family.yaml: about 94% of dense, 36% of
-    identity and 21% of gated samples), so a short search would otherwise train mostly one kind. They are
-    queued one at a time, only when the queue is empty, so that a retried (interrupted) trial goes first.
-    Draws lean to the cheap side while none fits; a kind none of whose STRATIFY_DRAWS draws fits is left out.
+    found = []
+    for name in zoo.names():
+        arch = zoo.get(name)
+        params = space.params(arch)
+        if params is not None and screen(arch, space, budget).fits:
+            found.append((name, params))
+    return found
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A trial queued before the sampler's: a classic (its zoo name) or the first of a shortcut kind."""
+
+    params: dict[str, Any]
+    classic: str = ""
+    kind: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.classic or self.kind
+
+
+class Openings:
+    """What a new study trains first: every classic the space contains under the budget (unless turned off),
+    then one random fitting architecture per shortcut kind that no classic covers, then the sampler's picks.
+
+    Classics make the search's best never worse than the best classic at the proxy, and the sampler learns
+    from them. The kinds fit a budget very unequally (under 4 GFLOPs in resnet_family.yaml: about 94% of dense,
+    36% of identity and 21% of gated samples), so a short search would otherwise train mostly one kind.
+    Openings are queued one at a time, only when the queue is empty, so that a retried (interrupted) trial
+    goes first. Draws lean to the cheap side while none fits; a kind none of whose STRATIFY_DRAWS draws fits
+    is left out.
     """
 
-    def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int) -> None:
-        started = study.first_kinds_started()  # None: a study that began otherwise is left as it is
+    def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int, *, with_classics: bool) -> None:
+        started = study.openings_started()  # None: a study that began otherwise is left as it is
+        from resnas import zoo
+
+        plan = [Opening(params, classic=name) for name, params in classics(space, budget)] if with_classics else []
+        covered = {zoo.get(o.classic).shortcut.value for o in plan}
         shortcut = next(d for d in space.dimensions() if d.name == "shortcut")
-        kinds = shortcut.domain.options() if started is not None and shortcut.domain.count > 1 else ()
+        kinds = shortcut.domain.options() if shortcut.domain.count > 1 else ()
         rng = random.Random(seed)
-        self._plan: list[tuple[str, dict[str, Any]]] = []
         for kind in kinds:
+            if kind.value in covered:
+                continue
             params = _first_fitting(space, budget, rng, kind.value)
-            if params is not None and kind.value not in (started or ()):
-                self._plan.append((kind.value, params))
-        self.kinds = [kind for kind, _ in self._plan]
+            if params is not None:
+                plan.append(Opening(params, kind=kind.value))
+        self._plan = [o for o in plan if o.label not in (started or ())] if started is not None else []
+        self.classics = [o.classic for o in self._plan if o.classic]
+        self.kinds = [o.kind for o in self._plan if o.kind]
 
     def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
-        """Before each ask: queue the next kind's architecture if nothing else waits in the queue."""
+        """Before each ask: queue the next opening if nothing else waits in the queue."""
         if self._plan and study.queue_is_empty(target):
-            kind, params = self._plan.pop(0)
-            study.enqueue_first_of_kind(params, kind, target)
+            o = self._plan.pop(0)
+            study.enqueue_opening(o.params, classic=o.classic, kind=o.kind, study=target)
 
 
 def _first_fitting(space: SearchSpace, budget: int, rng: random.Random, kind: str) -> dict[str, Any] | None:
@@ -175,6 +217,19 @@ def _first_fitting(space: SearchSpace, budget: int, rng: random.Random, kind: st
 
 
 # -- training one candidate (in this process, or in a Ray worker) --------------------------------
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A screened proposal and the trial that trained (or trains) the same Arch already, if any."""
+
+    screened: Screened
+    twin: Twin | None
+
+    @property
+    def trainable(self) -> bool:
+        """Fits the budget and is new."""
+        return self.screened.fits and self.twin is None
 
 
 class Pruned(Exception):
@@ -241,7 +296,7 @@ class SearchCore:
     job: TrialJob  # what every trial's training needs besides its arch and the data
     study: Study
     sampler_seed: int  # the seed, offset by the trials so far, that this run's sampler draws with
-    first: FirstTrials
+    openings: Openings
 
     def __init__(self, cfg: SearchConfig, report: Report, folder: RunFolder, space: SearchSpace, space_text: str,
                  fraction: float) -> None:
@@ -249,7 +304,8 @@ class SearchCore:
         self.space, self._space_text, self.fraction = space, space_text, fraction
         self.error: ResnasError | None = None  # set when the search must stop: raised once the backend returns
         self.trained = 0
-        self._rejected_in_a_row = self._failed_in_a_row = 0
+        self._rejected_in_a_row = self._failed_in_a_row = self._duplicates_in_a_row = 0
+        self._exhausted = False  # the sampler proposed only trained architectures for a long while
         self._started = time.monotonic()
         self._next_plot = self._started + PLOT_INTERVAL_S
         self._timed_out = False
@@ -277,14 +333,16 @@ class SearchCore:
         self.sampler_seed = cfg.seed + len(probe)
         self.study = Study.open(cfg, url, fingerprint, self.sampler_seed) if len(probe) else probe
         recovered = self.study.recover_interrupted() if recover else []
-        self.first = FirstTrials(self.study, self.space, cfg.budget, cfg.seed)
+        self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics)
         self.folder.write_run(self._run_file())
         self.trained = self.study.trained_count()
         self.opened = True
         self.report.start(cfg, self.space, self.data, device, self.fraction, self.proxy_width, self.trained,
                           recovered)
-        if self.first.kinds:
-            self.report.note(f"  first trials: one fitting architecture per shortcut kind ({', '.join(self.first.kinds)})")
+        if self.openings.classics:
+            self.report.note(f"  classics first (in the space, under the budget): {', '.join(self.openings.classics)}")
+        if self.openings.kinds:
+            self.report.note(f"  then one fitting architecture per other shortcut kind: {', '.join(self.openings.kinds)}")
 
     def _run_file(self) -> dict[str, Any]:
         """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""
@@ -308,7 +366,7 @@ class SearchCore:
 
     def wants_more(self, in_flight: int = 0) -> bool:
         """Whether to start another trial: no error, target not reached counting `in_flight`, no timeout."""
-        if self.error is not None or self.trained + in_flight >= self.cfg.trials:
+        if self.error is not None or self._exhausted or self.trained + in_flight >= self.cfg.trials:
             return False
         if self.cfg.timeout is not None and time.monotonic() - self._started > self.cfg.timeout:
             if not self._timed_out:
@@ -324,17 +382,27 @@ class SearchCore:
     @property
     def done(self) -> bool:
         """The search ended as asked: target reached or timed out (not stopped by an error or Ctrl-C)."""
-        return self.error is None and (self.trained >= self.cfg.trials or self._timed_out)
+        return self.error is None and (self.trained >= self.cfg.trials or self._timed_out or self._exhausted)
 
-    def propose(self, trial: optuna.Trial) -> Screened:
-        """The trial's architecture (define-by-run), priced and recorded with its constraint."""
+    def propose(self, trial: optuna.Trial) -> Proposal:
+        """The trial's architecture (define-by-run), priced and recorded with its constraint; its twin, if any."""
         screened = screen(self.space.suggest(trial), self.space, self.cfg.budget)
         record_screen(trial, screened, self.cfg.budget)
-        return screened
+        twin = self.study.twin_of(screened.arch, trial.number) if screened.fits else None
+        return Proposal(screened, twin)
 
-    def reject(self, trial: optuna.Trial, flops: int) -> None:
-        """Settle an over-budget proposal; too many in a row stop the search."""
-        tell_over_budget(trial, flops, self.cfg.multi_objective)
+    def dismiss(self, trial: optuna.Trial, proposal: Proposal) -> None:
+        """Settle a proposal that is not trained: over the budget, or a duplicate; long streaks stop the search."""
+        if proposal.twin is not None:
+            tell_duplicate(trial, proposal.twin)
+            self._duplicates_in_a_row += 1
+            if self._duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES:
+                self._exhausted = True
+                self.report.note(f"stopped after {self.trained} trained candidates: the sampler's last "
+                                 f"{self._duplicates_in_a_row} proposals were all trained before (a small space, "
+                                 "or a sampler that has converged)")
+            return
+        tell_over_budget(trial, proposal.screened.cost.flops, self.cfg.multi_objective)
         self._rejected_in_a_row += 1
         if self._rejected_in_a_row >= MAX_CONSECUTIVE_REJECTIONS:
             self.error = ConfigError(f"{self._rejected_in_a_row} samples in a row were over the budget: the "
@@ -343,7 +411,7 @@ class SearchCore:
 
     def start(self, trial: optuna.Trial, screened: Screened) -> Arch:
         """Record a fitting proposal as training; returns the network to train (narrowed by the proxy width)."""
-        self._rejected_in_a_row = 0
+        self._rejected_in_a_row = self._duplicates_in_a_row = 0
         trained = screened.arch.narrowed(self.proxy_width)
         data = self.data
         flops = count(trained, resolution=data.resolution, num_classes=data.num_classes,

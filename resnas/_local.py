@@ -22,14 +22,14 @@ class LocalBackend:
             if not core.wants_more():
                 break
             core.report.trial_start(core.trained + 1, core.cfg.trials)
-            core.first.queue_next(core.study)
+            core.openings.queue_next(core.study)
             trial = core.study.optuna.ask()
-            screened = core.propose(trial)
-            if not screened.fits:
-                core.reject(trial, screened.cost.flops)
+            proposal = core.propose(trial)
+            if not proposal.trainable:
+                core.dismiss(trial, proposal)
                 continue
-            outcome = self._train(core, trial, screened)
-            core.settle(trial, outcome, screened.cost.flops)
+            outcome = self._train(core, trial, proposal.screened)
+            core.settle(trial, outcome, proposal.screened.cost.flops)
             core.publish(trial.number, outcome.weights)
 
     @staticmethod

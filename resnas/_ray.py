@@ -11,10 +11,12 @@ What Ray changes, and nothing else (proposals, screening, settling, the study an
 - Data: loaded once by the driver and put into Ray's object store by `tune.with_parameters`; every trial
   fetches it from there, so worker nodes need no copy of the dataset.
 - Fault tolerance: each epoch is reported with a checkpoint of the whole training state; a trial whose worker
-  dies is retried (FailureConfig) from its last epoch. A killed driver is resumed by rerunning the same command,
-  which restores Tune's experiment in <out>/ray/tune (`Tuner.restore(resume_errored=True)`). Tune relaunches
-  the trials that finished after its last snapshot; they are in the study already, so the trainable returns at
-  once and nothing is counted twice. The folder is removed when the search finishes.
+  dies is retried (FailureConfig) from its last epoch. A killed (or Ctrl-C'd) driver is resumed by rerunning the
+  same command: the study is the only record of the search, so the rerun starts a new Tune experiment on it;
+  the trials the dead driver was running are marked interrupted and queued again (`SearchCore.open`), finished
+  ones are untouched. (Restoring Tune's own snapshot as well made two records of one search, which disagreed
+  whenever the driver died between a trial's start and Tune's next snapshot.) Tune's experiment folder,
+  <out>/ray/tune, belongs to one driver: a dead driver's is replaced, and it is removed when the search ends.
 
 Ray reads RAY_AUTH_MODE once, when it is imported, and turns token authentication on by itself only for a
 local cluster or address "auto"; `prefer_token_auth` therefore runs before `import ray` below.
@@ -60,7 +62,7 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from resnas._config import DeviceName, PrunerName, SearchConfig  # noqa: E402
 from resnas._lifecycle import Faults, Outcome, SearchCore, TrialJob, train_trial  # noqa: E402
-from resnas._study import Progress, claim, make_sampler, prunes, record_epoch  # noqa: E402
+from resnas._study import Progress, make_sampler, prunes, record_epoch  # noqa: E402
 from resnas._trial import TrialState  # noqa: E402
 
 if TYPE_CHECKING:
@@ -93,8 +95,6 @@ class _WorkerJob:
 
     job: TrialJob
     threads: int
-    # Trials finished when this driver started: a relaunch of one (after a driver restart) does nothing.
-    finished: frozenset[int]
     exit_once: str | None  # Faults.exit_once
 
 
@@ -104,7 +104,6 @@ class _Session:
 
     core: SearchCore
     max_concurrent: int
-    finished: frozenset[int]
     trials: dict[str, Trial] = field(default_factory=dict)  # Tune's live trials by id
     settled: dict[int, TrialState] = field(default_factory=dict)  # how the searcher settled each ended trial
 
@@ -116,8 +115,8 @@ _SESSION: _Session | None = None
 def _activate(session: _Session) -> Iterator[None]:
     """Make `session` the one `_active()` returns while the block runs.
 
-    Tune pickles the searcher and the callbacks into its experiment state and, on restore, runs the first
-    run's objects: they reach the current search through this instead of holding it.
+    Tune pickles the searcher and the callbacks into its experiment state: they reach the running search
+    through this instead of holding it (and its data).
     """
     global _SESSION
     previous, _SESSION = _SESSION, session
@@ -143,10 +142,13 @@ class _Screen:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         """Runs in `OptunaSearch.suggest` on the driver; returns the config entry the trainable reads."""
         core = _active().core
-        screened = core.propose(trial)
-        trained = core.start(trial, screened) if screened.fits else None
-        return {_KEY: {"number": trial.number, "fits": screened.fits, "flops": screened.cost.flops,
-                       "trained_arch": trained.to_json() if trained is not None else ""}}
+        proposal = core.propose(trial)
+        if not proposal.trainable:  # `suggest` dismisses it: never a Tune trial
+            return {_KEY: {"number": trial.number, "trainable": False, "proposal": proposal}}
+        screened = proposal.screened
+        trained = core.start(trial, screened)
+        return {_KEY: {"number": trial.number, "trainable": True, "flops": screened.cost.flops,
+                       "trained_arch": trained.to_json()}}
 
 
 class _BudgetedSearch(OptunaSearch):
@@ -173,19 +175,18 @@ class _BudgetedSearch(OptunaSearch):
         if in_flight >= s.max_concurrent or not core.wants_more(in_flight):
             return None
         while True:
-            core.first.queue_next(core.study, self._ot_study)
+            core.openings.queue_next(core.study, self._ot_study)
             config = cast(dict[str, Any], super().suggest(trial_id))  # None only without a space
-            if config[_KEY]["fits"]:
+            if config[_KEY]["trainable"]:
                 return config
-            # Over the budget: settled now, never a Tune trial; the next ask gets a new Optuna trial.
-            core.reject(self._ot_trials.pop(trial_id), config[_KEY]["flops"])
-            if core.error is not None:
+            # Over the budget, or a duplicate: settled now; the next ask gets a new Optuna trial.
+            core.dismiss(self._ot_trials.pop(trial_id), config[_KEY]["proposal"])
+            if not core.wants_more():
                 return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        ot_trial = self._ot_trials[trial_id]
-        if ot_trial.number not in _active().finished and "epoch" in result:
-            _active().core.epoch_done(ot_trial, _progress(result))
+        if "epoch" in result:
+            _active().core.epoch_done(self._ot_trials[trial_id], _progress(result))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Settle the trial through the core: complete, pruned (stopped early by the scheduler) or failed."""
@@ -194,8 +195,6 @@ class _BudgetedSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         s = _active()
         ot_trial = self._ot_trials[trial_id]
-        if ot_trial.number in s.finished:
-            return
         result = result or {}
         if "epoch" in result:
             record_epoch(ot_trial, _progress(result))
@@ -212,19 +211,6 @@ class _BudgetedSearch(OptunaSearch):
         if result.get("epoch", 0) < self._epochs:
             return Outcome(TrialState.PRUNED)
         return Outcome(TrialState.COMPLETE, result[METRIC])
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load the snapshot, then retry the trials asked for after it (Tune will not resume those)."""
-        super().restore(checkpoint_path)
-        s = _active()
-        running = s.core.study.running_numbers()
-        for trial_id in self._ot_trials.keys() - self._completed_trials:
-            if self._ot_trials[trial_id].number in running:  # Tune resumes it: this driver answers for it now
-                claim(self._ot_trials[trial_id])
-        recovered = s.core.study.recover_interrupted()
-        if recovered:
-            s.core.report.note(f"  trials {recovered} were cut off by a dead process: marked interrupted and "
-                               "queued again")
 
 
 def _progress(result: dict[str, Any]) -> Progress:
@@ -262,8 +248,6 @@ def _trial_end(trial: Trial) -> None:
     s = _active()
     number = _number(trial)
     s.trials.pop(trial.trial_id, None)
-    if number in s.finished:
-        return
     state = s.settled[number]
     weights = _checkpoint_weights(trial, number, s.core) if state is TrialState.COMPLETE else None
     s.core.report.trial_start(s.core.trained if state.trained else s.core.trained + 1, s.core.cfg.trials)
@@ -304,8 +288,6 @@ def _trainable(config: dict[str, Any], data: DataSplits, job: _WorkerJob) -> Non
 
     info = config[_KEY]
     number = info["number"]
-    if number in job.finished:
-        return
     torch.set_num_threads(job.threads)  # this worker process trains this trial only
     resume = None
     if (checkpoint := tune.get_checkpoint()) is not None:
@@ -426,10 +408,8 @@ def _trial_dirname(trial: Trial) -> str:
     return f"trial_{_number(trial):04d}_{trial.trial_id}"
 
 
-def _tuner(core: SearchCore, trainable: Any, experiment: Path, resume: bool) -> tune.Tuner:
-    """Tune's experiment: restored from `experiment`, or new with the budgeted searcher."""
-    if resume:
-        return tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+def _tuner(core: SearchCore, trainable: Any, experiment: Path) -> tune.Tuner:
+    """A new Tune experiment at `experiment` whose budgeted searcher asks the run's study."""
     cfg = core.cfg
     storage = optuna.storages.get_storage(core.folder.study_url(cfg.storage))
     searcher = _BudgetedSearch(cfg, storage, make_sampler(cfg, core.sampler_seed))
@@ -454,23 +434,20 @@ class RayBackend:
             capacity, cluster = _capacity(cpus, gpus)
             max_concurrent = cfg.max_concurrent or capacity
             experiment = (core.folder.path / TUNE_DIR / EXPERIMENT).resolve()
-            resume = tune.Tuner.can_restore(str(experiment))
-            # A restored experiment resumes its own trials (`_BudgetedSearch.restore` recovers the others).
-            core.open(device, faults, recover=not resume)
-            finished = core.study.finished_numbers()
+            core.open(device, faults)  # the trials of a dead driver are queued again here
             where = "local Ray instance" if cfg.address is None else f"Ray cluster at {cfg.address}"
             core.report.note(f"  {where}: {cluster}, up to {max_concurrent} at once")
-            core.report.note(f"  early stopping: {type(_scheduler(cfg)).__name__}; Tune's state in {experiment}"
-                             + (" (resumed)" if resume else ""))
-            job = _WorkerJob(core.job, max(1, math.floor(cpus)), finished, faults.exit_once)
+            core.report.note(f"  early stopping: {type(_scheduler(cfg)).__name__}; Tune's state in {experiment}")
+            job = _WorkerJob(core.job, max(1, math.floor(cpus)), faults.exit_once)
             trainable = tune.with_resources(tune.with_parameters(_trainable, data=core.data, job=job),
                                             {"cpu": cpus, "gpu": gpus})
-            with _activate(_Session(core, max_concurrent, finished)), _tune_settings(max_concurrent):
-                _tuner(core, trainable, experiment, resume).fit()
-            # Trials of this driver still running were cut off by Ctrl-C: Tune saved its state, and the same
-            # command resumes them. Otherwise there is nothing to resume: the study carries the search on.
-            if not core.study.running_by_this_process():
-                shutil.rmtree(experiment.parent)
+            shutil.rmtree(experiment.parent, ignore_errors=True)  # a dead driver's: the study has its trials
+            try:
+                with _activate(_Session(core, max_concurrent)), _tune_settings(max_concurrent):
+                    _tuner(core, trainable, experiment).fit()
+            finally:
+                # Trials cut off by Ctrl-C stay running in the study: the next run marks them interrupted.
+                shutil.rmtree(experiment.parent, ignore_errors=True)
         if core.error is None and not core.done:
             raise KeyboardInterrupt
 

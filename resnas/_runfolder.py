@@ -165,6 +165,10 @@ class RunFolder:
                    if r.state is state and r.flops is not None and r.val_accuracy is not None]
             if pts:
                 ax.scatter(*zip(*pts), marker=marker, color=color, label=f"{label} ({len(pts)})", alpha=0.8)
+        for r in records:  # the classics by name: the points the search must beat
+            if r.name and r.state is TrialState.COMPLETE and r.flops is not None and r.val_accuracy is not None:
+                ax.annotate(r.name, (r.flops / 1e9, r.val_accuracy), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
         front = pareto_front(records)
         if front:
             ax.plot([r.flops / 1e9 for r in front], [r.val_accuracy for r in front], "-", color="tab:red",

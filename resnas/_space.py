@@ -703,6 +703,14 @@ class SearchSpace:
         """Whether `arch` is in the space: every field allowed, inapplicable ones at their defaults."""
         return self._asked(arch) is not None
 
+    def params(self, arch: Arch) -> dict[str, Any] | None:
+        """The Optuna parameters that make `suggest` rebuild `arch` (for `study.enqueue_trial`); None outside."""
+        asked = self._asked(arch)
+        if asked is None:
+            return None
+        values = {d.name: self._slots[d.name].read(arch) for d in asked if not d.domain.fixed}
+        return {name: v.value if isinstance(v, enum.Enum) else v for name, v in values.items()}
+
     def probability(self, arch: Arch) -> float:
         """How likely `sample` is to draw `arch`'s discrete choices (continuous ones aside); 0 outside.
 

@@ -7,6 +7,7 @@ the one Ray's OptunaSearch keeps on the same storage.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import warnings
@@ -33,6 +34,7 @@ class _Key:
     WORKER, NODE, TRAINED_ARCH, TRAIN_FLOPS = "worker", "node", "trained_arch", "train_flops"
     EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
+    NAME, CLASSIC, DUPLICATE_OF = "name", "classic", "duplicate_of"
     SETTINGS = "resnas_settings"
 
 
@@ -73,20 +75,51 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
 
 @dataclass(frozen=True)
 class Screened:
-    """A proposal priced at the deployment input: its arch and cost, and whether it fits the budget."""
+    """A proposal priced at the deployment input: its arch and cost, whether it fits the budget, and the zoo
+    network it is (or "")."""
 
     arch: Arch
     cost: Cost
     fits: bool
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A trial with the same Arch as a proposal: its number, resnas state and objective values (if settled)."""
+
+    number: int
+    state: TrialState
+    values: tuple[float, ...] | None
 
 
 def record_screen(trial: optuna.Trial, screened: Screened, budget: int) -> None:
-    """Store a proposal's arch and costs, and its constraint for the sampler."""
+    """Store a proposal's arch, name and costs, and its constraint for the sampler."""
     attrs = {_Key.ARCH: screened.arch.to_dict(), _Key.FLOPS: screened.cost.flops, _Key.MACS: screened.cost.macs,
              _Key.PARAMS: screened.cost.params}
+    if screened.name:
+        attrs[_Key.NAME] = screened.name
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
     trial.set_constraint(CONSTRAINT, screened.cost.flops / budget - 1.0)
+
+
+def tell_duplicate(trial: optuna.Trial, twin: Twin) -> None:
+    """Settle a proposal that repeats `twin`'s Arch with twin's result, never training it again.
+
+    The sampler learns the twin's value again (complete), or nothing new (pruned: its epochs are the twin's;
+    still running: failed, so that the sampler may propose it again once the twin's result is known).
+    """
+    trial.set_user_attr(_Key.STATE, TrialState.DUPLICATE.value)
+    trial.set_user_attr(_Key.DUPLICATE_OF, twin.number)
+    trial.set_user_attr(_Key.REASON, f"the same architecture as trial {twin.number} ({twin.state.value}); "
+                                     "its result is reused, not trained again")
+    if twin.state is TrialState.COMPLETE and twin.values is not None:
+        trial.study.tell(trial, list(twin.values))
+    elif twin.state is TrialState.PRUNED:
+        trial.study.tell(trial, state=_FROZEN.PRUNED)
+    else:
+        trial.study.tell(trial, state=_FROZEN.FAIL)
 
 
 def record_start(trial: optuna.Trial, trained_arch: Arch, train_flops: int) -> None:
@@ -95,11 +128,6 @@ def record_start(trial: optuna.Trial, trained_arch: Arch, train_flops: int) -> N
     trial.set_user_attr(_Key.NODE, socket.gethostname())
     trial.set_user_attr(_Key.TRAINED_ARCH, trained_arch.to_dict())
     trial.set_user_attr(_Key.TRAIN_FLOPS, train_flops)
-
-
-def claim(trial: optuna.Trial) -> None:
-    """This process answers for the trial (a Ray driver, for trials its workers train)."""
-    trial.set_user_attr(_Key.WORKER, worker_id())
 
 
 @dataclass(frozen=True)
@@ -203,15 +231,6 @@ class Study:
     def trained_count(self) -> int:
         return sum(_state_of(t).trained for t in self._trials())
 
-    def finished_numbers(self) -> frozenset[int]:
-        return frozenset(t.number for t in self._trials() if t.state.is_finished())
-
-    def running_by_this_process(self) -> bool:
-        return any(t.user_attrs.get(_Key.WORKER) == worker_id() for t in self._trials(_FROZEN.RUNNING))
-
-    def running_numbers(self) -> set[int]:
-        return {t.number for t in self._trials(_FROZEN.RUNNING)}
-
     def recover_interrupted(self) -> list[int]:
         """Mark trials of dead processes interrupted (failed) and queue their architectures again."""
         recovered = []
@@ -227,17 +246,35 @@ class Study:
             recovered.append(t.number)
         return recovered
 
-    def first_kinds_started(self) -> set[str] | None:
-        """Shortcut kinds queued as first trials so far; None when the study began otherwise."""
+    def openings_started(self) -> set[str] | None:
+        """Classics and shortcut kinds queued as openings so far; None when the study began otherwise."""
         trials = self._trials()
-        started = {t.user_attrs.get(_Key.FIRST_OF_KIND) for t in trials} - {None}
+        started = {t.user_attrs.get(k) for t in trials for k in (_Key.CLASSIC, _Key.FIRST_OF_KIND)} - {None}
         return started if started or not trials else None
 
     def queue_is_empty(self, study: optuna.Study | None = None) -> bool:
         return not (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.WAITING,))
 
-    def enqueue_first_of_kind(self, params: dict[str, Any], kind: str, study: optuna.Study | None = None) -> None:
-        (study or self.optuna).enqueue_trial(params, user_attrs={_Key.FIRST_OF_KIND: kind})
+    def enqueue_opening(self, params: dict[str, Any], *, classic: str = "", kind: str = "",
+                        study: optuna.Study | None = None) -> None:
+        """Queue a classic (by zoo name) or the first architecture of a shortcut kind."""
+        attrs = {_Key.CLASSIC: classic} if classic else {_Key.FIRST_OF_KIND: kind}
+        (study or self.optuna).enqueue_trial(params, user_attrs=attrs)
+
+    def twin_of(self, arch: Arch, number: int) -> Twin | None:
+        """The first other trial with `arch` that was trained, or (numbered before `number`) is training.
+
+        Only earlier running trials count: two processes proposing the same Arch at once must not each
+        leave it to the other.
+        """
+        key = _arch_key(arch.to_dict())
+        for t in self._trials():
+            if t.number == number or _arch_key(t.user_attrs.get(_Key.ARCH)) != key:
+                continue
+            state = _state_of(t)
+            if state.trained or (state is TrialState.RUNNING and t.number < number):
+                return Twin(t.number, state, tuple(t.values) if t.values is not None else None)
+        return None
 
     def records(self, budget: int) -> list[TrialRecord]:
         """Every trial as a trials.csv row (waiting, never-started trials are left out)."""
@@ -253,7 +290,8 @@ def _state_of(t: optuna.trial.FrozenTrial) -> TrialState:
     if t.state is _FROZEN.RUNNING:
         return TrialState.RUNNING
     stored = t.user_attrs.get(_Key.STATE)
-    if t.state is _FROZEN.FAIL and stored not in (TrialState.FAILED.value, TrialState.INTERRUPTED.value):
+    if t.state is _FROZEN.FAIL and stored not in (TrialState.FAILED.value, TrialState.INTERRUPTED.value,
+                                                  TrialState.DUPLICATE.value):
         return TrialState.FAILED
     return TrialState(stored) if stored else TrialState.FAILED
 
@@ -264,12 +302,17 @@ def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
         if t.datetime_complete and t.datetime_start else None
     flops = ua.get(_Key.FLOPS)
     return TrialRecord(
-        number=t.number, state=_state_of(t), val_accuracy=ua.get(_Key.VAL_ACCURACY), flops=flops,
+        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY), flops=flops,
         params=ua.get(_Key.PARAMS), macs=ua.get(_Key.MACS),
         budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
         epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),
         images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""), reason=ua.get(_Key.REASON, ""),
         arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
+
+
+def _arch_key(arch: dict[str, Any] | None) -> str:
+    """An arch dict as canonical JSON (stored dicts hold lists where fresh ones hold tuples)."""
+    return json.dumps(arch, sort_keys=True) if arch else ""
 
 
 def _process_alive(worker: str) -> bool:

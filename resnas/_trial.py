@@ -16,6 +16,7 @@ class TrialState(str, enum.Enum):
     OVER_BUDGET = "over_budget"  # rejected by the FLOP screen, never trained
     FAILED = "failed"  # non-finite loss, out of memory, an error: `reason` says which
     INTERRUPTED = "interrupted"  # Ctrl-C or a killed process; retried on the next run
+    DUPLICATE = "duplicate"  # the same Arch as a trial trained before: its result reused, not retrained
     RUNNING = "running"
 
     @property
@@ -33,6 +34,7 @@ class TrialRecord:
 
     number: int
     state: TrialState
+    name: str  # the zoo network the arch is (resnet18, ...), else ""
     val_accuracy: float | None
     flops: int | None
     params: int | None

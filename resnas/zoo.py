@@ -11,7 +11,7 @@ import torch
 from resnas._arch import Arch, StageSpec
 from resnas._errors import ConfigError
 
-__all__ = ["ZooEntry", "names", "get", "entry", "torchvision_names", "convert_torchvision_state_dict"]
+__all__ = ["ZooEntry", "names", "get", "entry", "name_of", "torchvision_names", "convert_torchvision_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,14 @@ _ZOO: dict[str, ZooEntry] = {
         5, "ResNet-32 with Highway gates (Srivastava et al. 2015): y = T(x) F(x) + (1 - T(x)) x",
         shortcut="gated"),
 }
+
+
+_NAMES = {e.arch: name for name, e in reversed(_ZOO.items())}  # the first name wins where archs coincide
+
+
+def name_of(arch: Arch) -> str:
+    """The zoo name of `arch` ("resnet18"), or "" when it is no zoo network."""
+    return _NAMES.get(arch, "")
 
 
 def names() -> list[str]:

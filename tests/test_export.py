@@ -277,7 +277,7 @@ def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], ke
         trained = arch.narrowed(0.5)
         state = TrialState.COMPLETE if number in complete else TrialState.OVER_BUDGET
         records.append(TrialRecord(
-            number=number, state=state, val_accuracy=complete.get(number), flops=1000 + number, params=None,
+            number=number, state=state, name="", val_accuracy=complete.get(number), flops=1000 + number, params=None,
             macs=None, budget_fraction=None, duration_s=None, epochs=1, train_flops=None, images_per_s=None,
             node="", reason="", arch=arch.to_dict(),
             trained_arch=trained.to_dict() if number in complete else None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -82,24 +83,28 @@ def test_search_end_to_end_and_resume(tmp_path: Path, backend: Backend) -> None:
     assert other.returncode == 2 and "other settings" in other.stderr and "proxy_width" in other.stderr
 
 
-def test_sigkill_mid_trial_then_rerun_completes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = ["search", *SMALL, "--trials", "2", "--out", str(out), "--train-samples", "2048"]
-    proc = start(*args)
-    db = out / "study.db"
+def _training(proc: subprocess.Popen[str], db: Path) -> bool:
+    """Wait (up to 5 minutes) until a trial of the search `proc` is training; False if none did."""
     deadline = time.monotonic() + 300
-    running = False
-    while time.monotonic() < deadline and proc.poll() is None and not running:
+    while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
         if db.is_file():
             try:
                 with sqlite3.connect(db) as con:
-                    running = bool(con.execute("select count(*) from trials t join trial_user_attributes a "
-                                               "on t.trial_id = a.trial_id where t.state = 'RUNNING' "
-                                               "and a.key = 'worker'").fetchone()[0])
+                    if con.execute("select count(*) from trials t join trial_user_attributes a "
+                                   "on t.trial_id = a.trial_id where t.state = 'RUNNING' "
+                                   "and a.key = 'worker'").fetchone()[0]:
+                        return True
             except sqlite3.OperationalError:  # Optuna is still creating the schema
                 pass
-    assert running, "no trial started training in time"
+    return False
+
+
+def test_sigkill_mid_trial_then_rerun_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", *SMALL, "--trials", "2", "--out", str(out), "--train-samples", "2048"]
+    proc = start(*args)
+    assert _training(proc, out / "study.db"), "no trial started training in time"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     rerun = cli(*args)
@@ -118,10 +123,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["search", *SMALL, "--trials", "1", "--out", str(out), "--train-samples", "4096"]
     proc = start(*args)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (out / "study.db").is_file():
-        time.sleep(0.2)
-    time.sleep(8)  # into the first candidate's training
+    assert _training(proc, out / "study.db"), "no trial started training in time"
+    time.sleep(1)  # into its first epoch
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
@@ -216,7 +219,7 @@ def test_infeasible_budget_is_refused_before_training() -> None:
 def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[str]) -> None:
     import yaml
 
-    from resnas._lifecycle import FirstTrials
+    from resnas._lifecycle import Openings
     from resnas._study import Study
 
     raw = yaml.safe_load(Path(SPACE).read_text())
@@ -227,7 +230,8 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     space = resnas.SearchSpace.from_dict(raw)
     budget = 20_000_000  # under 1 in 4 identity or gated samples of this space fit
     study = optuna.create_study()
-    first = FirstTrials(Study(study), space, budget, seed=0)
+    first = Openings(Study(study), space, budget, seed=0, with_classics=True)  # no classic fits this budget
+    assert first.classics == []
     assert first.kinds == (kinds if len(kinds) > 1 else [])
     # A trial queued for a retry goes before them.
     study.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"retry_of": 99})
@@ -245,7 +249,36 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     if len(kinds) > 1:
         resumed = optuna.create_study()
         resumed.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"stratified_start": kinds[0]})
-        assert FirstTrials(Study(resumed), space, budget, seed=0).kinds == kinds[1:]
+        assert Openings(Study(resumed), space, budget, seed=0, with_classics=True).kinds == kinds[1:]
+
+
+def test_a_new_study_trains_the_classics_that_fit_first_then_the_kinds_they_leave_out() -> None:
+    from resnas._lifecycle import Openings
+    from resnas._study import Study
+
+    space = resnas.SearchSpace.from_yaml(SPACE)
+    # He et al. 2015 (Table 6 family) at 32x32: ResNet-20 41M, -32 70M, -44 98M, -56 127M FLOPs; the Highway
+    # version of ResNet-32 adds its gates' 1x1 convolutions. Under 100M: the first three and the Highway net.
+    budget = 100_000_000
+    study = optuna.create_study()
+    openings = Openings(Study(study), space, budget, seed=0, with_classics=True)
+    assert openings.classics == ["resnet20", "resnet32", "resnet44", "highway_resnet32"]
+    assert openings.kinds == ["dense"]  # identity and gated are covered by classics
+    for name in openings.classics:
+        openings.queue_next(Study(study))
+        trial = study.ask()
+        assert space.suggest(trial) == resnas.zoo.get(name) and trial.user_attrs == {"classic": name}
+    openings.queue_next(Study(study))
+    assert space.suggest(study.ask()).shortcut.value == "dense"
+    # Resumed: only what was not started; turned off: only the kinds.
+    assert Openings(Study(study), space, budget, seed=0, with_classics=True).classics == []
+    off = Openings(Study(optuna.create_study()), space, budget, seed=0, with_classics=False)
+    assert off.classics == [] and off.kinds == ["identity", "gated", "dense"]
+    # A study that began without openings is left as it is.
+    old = optuna.create_study()
+    old.enqueue_trial({"shortcut": "identity"})
+    old.ask()
+    assert Openings(Study(old), space, budget, seed=0, with_classics=True).classics == []
 
 
 def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
@@ -268,3 +301,72 @@ def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
         assert violation == pytest.approx(t.user_attrs["flops"] / BUDGET - 1)
         if violation > 0:
             assert t.state is optuna.trial.TrialState.PRUNED and "epochs" not in t.user_attrs
+
+
+TWO_ARCHS = """
+input: {resolution: 32, channels: 3, classes: 10}
+stem: cifar
+stem_width: 16
+block: basic
+shortcut: identity
+order: [post, pre]
+stages:
+  - {depth: 1, width: 16, stride: 1}
+  - {depth: 1, width: 32, stride: 2}
+  - {depth: 1, width: 64, stride: 2}
+"""
+
+
+def test_no_architecture_is_trained_twice(tmp_path: Path, backend: Backend) -> None:
+    flags, env = backend
+    space = tmp_path / "two.yaml"
+    space.write_text(TWO_ARCHS)
+    out = tmp_path / "run"
+    args = ["search", "--space", str(space), "--budget", "100M", "--dataset", "synthetic", "--epochs", "1",
+            "--train-samples", "200", "--val-samples", "100", "--sampler", "random", "--trials", "3",
+            "--out", str(out), *flags]
+    first = cli(*args, env=env)
+    # Two architectures in the space: both trained once, then the random sampler only repeats them.
+    assert first.returncode == 0, first.stderr
+    assert "stopped after 2 trained candidates" in first.stdout and "all trained before" in first.stdout
+    done = trained(out)
+    assert len(done) == 2 and done[0]["arch"] != done[1]["arch"]
+    duplicates = [r for r in rows(out) if r["state"] == "duplicate"]
+    assert len(duplicates) == 50
+    by_arch = {r["arch"]: r["number"] for r in done}
+    for r in duplicates:  # each points at the trial that trained its arch, and none trained
+        assert f"the same architecture as trial {by_arch[r['arch']]} " in r["reason"] and r["epochs"] == "0"
+    # The sampler learnt the repeated result (Optuna holds the twin's value), counted once.
+    study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{out / 'study.db'}")
+    values = {t.number: t.value for t in study.trials}
+    assert all(values[int(r["number"])] == values[int(by_arch[r["arch"]])] for r in duplicates)
+    # Resumed: nothing new to train, nothing trained again.
+    again = cli(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert len(trained(out)) == 2 and len([r for r in rows(out) if r["state"] == "duplicate"]) == 100
+
+
+def test_a_proposal_equal_to_a_trained_or_earlier_running_trial_has_a_twin() -> None:
+    from resnas._study import Study, record_screen
+    from resnas._lifecycle import screen
+
+    space = resnas.SearchSpace.from_yaml(SPACE)
+    arch = resnas.zoo.get("resnet20")
+    other = resnas.zoo.get("resnet32")
+    study = optuna.create_study(direction="maximize")
+    first, second, third = study.ask(), study.ask(), study.ask()
+    for trial, a in ((first, arch), (second, arch), (third, other)):
+        record_screen(trial, screen(a, space, 10**9), 10**9)
+    adapter = Study(study)
+    # Both running: only the later one defers to the earlier, so one of them always trains.
+    assert adapter.twin_of(arch, second.number).number == first.number
+    assert adapter.twin_of(arch, first.number) is None
+    assert adapter.twin_of(other, 99) is not None and adapter.twin_of(other, third.number) is None
+    first.set_user_attr("state", "complete")
+    study.tell(first, 0.5)
+    twin = adapter.twin_of(arch, 99)
+    assert (twin.number, twin.state.value, twin.values) == (first.number, "complete", (0.5,))
+    # A failed trial's arch may be tried again.
+    third.set_user_attr("state", "failed")
+    study.tell(third, state=optuna.trial.TrialState.FAIL)
+    assert adapter.twin_of(other, 99) is None

@@ -90,8 +90,9 @@ class Reporter:
         rejected = sum(r.state is TrialState.OVER_BUDGET for r in recs)
         acc = f"{rec.val_accuracy:.3f}" if rec.val_accuracy is not None else "-"
         detail = f" ({rec.reason})" if rec.reason else ""
+        name = f" {rec.name}" if rec.name else ""
         self.console.print(
-            f"{self.trial_label}: #{rec.number} {rec.state.value}{detail} val acc {acc}, "
+            f"{self.trial_label}: #{rec.number}{name} {rec.state.value}{detail} val acc {acc}, "
             f"{(rec.flops or 0) / 1e9:.2f} GFLOPs ({(rec.budget_fraction or 0):.0%} of budget), "
             f"{rec.duration_s or 0:.0f}s; {rejected} over-budget samples so far"
         )
@@ -109,8 +110,8 @@ class Reporter:
 
         self.stop()
         states = {s.value: sum(r.state is s for r in recs) for s in
-                  (TrialState.COMPLETE, TrialState.PRUNED, TrialState.OVER_BUDGET, TrialState.FAILED,
-                   TrialState.INTERRUPTED)}
+                  (TrialState.COMPLETE, TrialState.PRUNED, TrialState.OVER_BUDGET, TrialState.DUPLICATE,
+                   TrialState.FAILED, TrialState.INTERRUPTED)}
         front = {r.number for r in pareto_front(recs)}
         table = Table(title="leaderboard (validation accuracy; * = Pareto front of accuracy vs FLOPs)")
         for col in ("rank", "trial", "val acc", "GFLOPs", "budget", "params (M)", "architecture"):
@@ -118,11 +119,28 @@ class Reporter:
         for i, r in enumerate(ranked(recs)[:10], 1):
             table.add_row(str(i), f"{r.number}{'*' if r.number in front else ''}", f"{r.val_accuracy:.4f}",
                           f"{(r.flops or 0) / 1e9:.2f}", f"{(r.budget_fraction or 0):.0%}",
-                          f"{(r.params or 0) / 1e6:.2f}", _summary(r.arch))
+                          f"{(r.params or 0) / 1e6:.2f}", f"{r.name}: " * bool(r.name) + _summary(r.arch))
         self.console.print(table)
+        margin = classic_margin(recs)
+        if margin:
+            self.console.print(margin)
         self.console.print(", ".join(f"{v} {k}" for k, v in states.items()) +
                            f"; wall time {time.monotonic() - self.t0:.0f}s")
         self.console.print(f"results in {out}: trials.csv, accuracy_vs_flops.png, best/ (arch.json, weights.pt)")
+
+
+def classic_margin(recs: list[TrialRecord]) -> str:
+    """The searched best against the best classic at the proxy, in one line ("" without both)."""
+    top = ranked(recs)
+    classic = next((r for r in top if r.name), None)
+    searched = next((r for r in top if not r.name), None)
+    if classic is None or searched is None:
+        return ""
+    gap = 100 * ((searched.val_accuracy or 0.0) - (classic.val_accuracy or 0.0))
+    verdict = "ahead of" if gap > 0 else "behind" if gap < 0 else "level with"
+    return (f"at the proxy, the best searched network (#{searched.number}, {searched.val_accuracy:.4f}) is "
+            f"{abs(gap):.2f} points {verdict} the best classic ({classic.name}, #{classic.number}, "
+            f"{classic.val_accuracy:.4f}); `resnas verify` retrains both to tell whether that holds")
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
@@ -135,7 +153,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         proxy_width=args.proxy_width,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, study=args.study, storage=args.storage,
         sampler=SamplerName(args.sampler), pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives),
-        device=DeviceName(args.device), keep_top=args.keep_top, timeout=args.timeout,
+        device=DeviceName(args.device), keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout,
         backend=Backend(args.backend), address=args.address, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
@@ -198,6 +216,9 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName])
     p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
     p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
+    p.add_argument("--no-classics", action="store_true",
+                   help="do not train the zoo networks that the space contains under the budget first (resnet18, "
+                        "densenet121, ...: the baselines the search must beat)")
     ray = p.add_argument_group("Ray (--backend ray)")
     ray.add_argument("--backend", default="optuna", choices=[b.value for b in Backend],
                      help="optuna: one trial after another in this process (default); ray: Ray Tune trials in "
