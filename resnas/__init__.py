@@ -8,17 +8,22 @@ from resnas import zoo
 from resnas._arch import Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
 from resnas._blocks import Cost
 from resnas._build import Network, build, count
+from resnas._errors import ConfigError, DataError, ResnasError, StorageError
 
 __all__ = [
     "Arch",
     "Block",
+    "ConfigError",
     "Cost",
+    "DataError",
     "Network",
     "Order",
+    "ResnasError",
     "SearchSpace",
     "Shortcut",
     "StageSpec",
     "Stem",
+    "StorageError",
     "Survival",
     "build",
     "count",

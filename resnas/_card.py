@@ -40,6 +40,7 @@ class Card(TypedDict, total=False):
     deployment_input: Mapping[str, int]  # resolution, channels, classes: what the FLOP budget refers to
     training_input: Mapping[str, int]  # resolution, channels, classes of the training data
     searched_arch: Arch  # the searched network, when the exported one is its narrowed proxy
+    verified: str  # `resnas verify`'s result for this network, in words
 
 
 class FolderInfo(TypedDict):
@@ -114,6 +115,8 @@ def _summary(arch: Arch, card: Card, io: FolderInfo) -> list[str]:
         facts.append(("validation accuracy", f"{card['val_accuracy']:.4f}{trial}"))
     elif "trial" in card:
         facts.append(("trial", str(card["trial"])))
+    if "verified" in card:
+        facts.append(("verified", scrub(card["verified"])))
     if "dataset" in card:
         facts.append(("dataset", card["dataset"] + (f": {scrub(card['data'])}" if "data" in card else "")))
     res, pt2 = io["resolution"], io["pt2"]

@@ -5,7 +5,8 @@ candidates on a few thousand images, so per-image decoding and DataLoader worker
 the training. `imagefolder` therefore also decodes every image up front, which suits the small folders
 a proxy search uses, not ImageNet-sized ones.
 
-The validation split is always held out of the dataset's *training* set; the test set is never read.
+The validation split is always held out of the dataset's *training* set. The test set is read only by
+`load_verification` (`resnas verify`), never by a search.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from resnas._errors import ConfigError, DataError
 
-__all__ = ["DataSplits", "Dataset", "load_data", "read_idx"]
+__all__ = ["DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
 
 
 class Dataset(str, enum.Enum):
@@ -86,6 +87,8 @@ _FASHION_ROOTS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"), *
 # Layouts a Fashion-MNIST folder may have: flat (Debian, the original site) or torchvision's.
 _FASHION_SUBDIRS = ("", "FashionMNIST/raw", "fashion-mnist")
 _FASHION_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_FASHION_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_SYNTHETIC_TEST_SIZE = 2000
 _DOWNLOAD_TIMEOUT_S = 30.0
 _SYNTHETIC_SIZE = 6000
 _SYNTHETIC_CLASSES = 10
@@ -170,6 +173,63 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
 
 
+def load_verification(
+    name: Dataset | str,
+    *,
+    root: str | None = None,
+    test_root: str | None = None,
+    train_samples: int | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+) -> DataSplits:
+    """Class-balanced train images from the training set and, as the validation split, the whole test set."""
+    dataset = Dataset(name)
+    with _LOCK:
+        full = _full_dataset(dataset, root, resolution)
+        test = _test_dataset(dataset, root, test_root, resolution)
+    n = len(full.y)
+    n_train = n if train_samples is None else train_samples
+    if not 1 <= n_train <= n:
+        raise ConfigError(f"must be in [1, {n}] ({dataset.value}'s training images), got {n_train}",
+                          field="train_samples")
+    if test.num_classes != full.num_classes or tuple(test.x.shape[1:]) != tuple(full.x.shape[1:]):
+        raise DataError(f"the test images ({test.source}: {test.num_classes} classes, {tuple(test.x.shape[1:])}) do "
+                        f"not match the training images ({full.num_classes} classes, {tuple(full.x.shape[1:])}); "
+                        "give a test folder with the same classes")
+    train_idx = _balanced_order(full.y, full.num_classes, seed)[:n_train]
+    train_x = _resize(full.x[train_idx], resolution)
+    test_x = _resize(test.x, resolution)
+    mean, std = _channel_stats(train_x)
+    c, h, w = train_x.shape[1:]
+    return DataSplits(
+        name=dataset, train_x=train_x, train_y=full.y[train_idx], val_x=test_x, val_y=test.y,
+        train_index=train_idx, val_index=torch.arange(len(test.y)), num_classes=full.num_classes,
+        in_channels=int(c), mean=mean, std=std, augment=full.augment,
+        description=(f"{full.source}: {c}x{h}x{w}, {full.num_classes} classes, {n_train} train images of its "
+                     f"{n}-image training set (seed {seed}); scored on the {len(test.y)}-image test set "
+                     f"({test.source})"),
+    )
+
+
+def _test_dataset(dataset: Dataset, root: str | None, test_root: str | None, resolution: int | None) -> _Full:
+    """The dataset's test set: its own files (Fashion-MNIST, CIFAR), `test_root` (imagefolder), or generated."""
+    if dataset is Dataset.FASHION_MNIST:
+        images, _ = _find_fashion(root)
+        files = _fashion_files(images.parent, _FASHION_TEST)
+        if files is None:
+            raise DataError(f"Fashion-MNIST's test files (t10k-*-ubyte.gz) are not next to {images}; put them "
+                            "there (Debian's dataset-fashion-mnist has them)")
+        return _read_fashion(*files)
+    if dataset in (Dataset.CIFAR10, Dataset.CIFAR100):
+        return _read_cifar(dataset, _resolved(root), train=False)
+    if dataset is Dataset.IMAGEFOLDER:
+        if test_root is None:
+            raise ConfigError("an image folder has no test split of its own: give a folder of held-out images "
+                              "with the same class sub-folders", field="test_root")
+        return _read_imagefolder(str(Path(test_root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
+    return _synthetic(resolution or _SYNTHETIC_RESOLUTION, test=True)
+
+
 def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) -> _Full:
     """The whole decoded training set, found (and downloaded if need be) on first use."""
     if dataset is Dataset.FASHION_MNIST:
@@ -209,12 +269,12 @@ def _download_root(root: str | None) -> Path:
     return Path(chosen).expanduser() if chosen else _cache_dir()
 
 
-def _fashion_files(folder: Path) -> tuple[Path, Path] | None:
-    """The training image and label files of a Fashion-MNIST folder, or None if it has none."""
+def _fashion_files(folder: Path, names: tuple[str, str] = _FASHION_TRAIN) -> tuple[Path, Path] | None:
+    """The (training) image and label files of a Fashion-MNIST folder, or None if it has none."""
     for sub in _FASHION_SUBDIRS:
         base = folder / sub
         for suffix in (".gz", ""):
-            images, labels = (base / (f + suffix) for f in _FASHION_TRAIN)
+            images, labels = (base / (f + suffix) for f in names)
             if images.is_file() and labels.is_file():
                 return images, labels
     return None
@@ -278,15 +338,15 @@ def _read_fashion(images: Path, labels: Path) -> _Full:
 
 
 @functools.lru_cache(maxsize=4)
-def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
-    """CIFAR-10/100's 50 000 training images via torchvision, downloaded if not found."""
+def _read_cifar(dataset: Dataset, root: str | None, train: bool = True) -> _Full:
+    """CIFAR-10/100's 50 000 training (or 10 000 test) images via torchvision, downloaded if not found."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if dataset is Dataset.CIFAR10 else CIFAR100
     candidates = _candidate_roots(root, _TORCHVISION_ROOTS)
     for folder in candidates:
         try:
-            ds = cls(str(folder), train=True, download=False)
+            ds = cls(str(folder), train=train, download=False)
             break
         except RuntimeError:  # torchvision's "Dataset not found or corrupted"
             continue
@@ -294,7 +354,7 @@ def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
         target = _download_root(root)
         try:
             with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
-                ds = cls(str(target), train=True, download=True)
+                ds = cls(str(target), train=train, download=True)
         except Exception as e:  # RuntimeError, URLError, OSError or a tarfile error, by failure
             looked = ", ".join(str(p) for p in candidates)
             raise DataError(
@@ -305,7 +365,8 @@ def _read_cifar(dataset: Dataset, root: str | None) -> _Full:
         folder = target
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(ds.targets, dtype=torch.long)
-    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"{cls.__name__} from {folder}")
+    split = "" if train else " (test)"
+    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"{cls.__name__}{split} from {folder}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -335,11 +396,16 @@ def _read_imagefolder(root: str, resolution: int) -> _Full:
 
 
 @functools.lru_cache(maxsize=4)
-def _synthetic(resolution: int) -> _Full:
-    """Learnable noise: a smooth random colour pattern per class, shifted and buried in noise per image."""
+def _synthetic(resolution: int, test: bool = False) -> _Full:
+    """Learnable noise: a smooth random colour pattern per class, shifted and buried in noise per image.
+
+    The test set has the same class patterns and its own shifts and noise.
+    """
     g = torch.Generator().manual_seed(1234)
-    n, k = _SYNTHETIC_SIZE, _SYNTHETIC_CLASSES
+    n, k = (_SYNTHETIC_TEST_SIZE if test else _SYNTHETIC_SIZE), _SYNTHETIC_CLASSES
     coarse = torch.randn(k, 3, 4, 4, generator=g)
+    if test:
+        g = torch.Generator().manual_seed(4321)
     prototypes = F.interpolate(coarse, size=(resolution, resolution), mode="bilinear", align_corners=False)
     # Each image is its class's pattern rolled by a few pixels, so a convolution beats a linear read-out.
     shifted = torch.stack(

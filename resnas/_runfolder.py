@@ -10,6 +10,8 @@ Layout of a run folder (`--out`):
     best/trained_arch.json the network actually trained: arch.json narrowed by the proxy width
     best/weights.pt        its state dict: loads into build(trained_arch.json) with the training input's
                            classes and channels (run.json's training_input)
+    verify/                `resnas verify`: verify.json (recipe, networks), verify.csv (one row per network
+                           and seed), summary.json, verify.png, weights/<network>.pt (seed 0's)
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from resnas._trial import COLUMNS, TrialRecord, TrialState, pareto_front, ranked
 if TYPE_CHECKING:
     import torch
 
+    from resnas._verify import Summary, UnitResult
+
 RUN_FILE = "run.json"
 STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.csv"
 PLOT_FILE = "accuracy_vs_flops.png"
 WEIGHTS_DIR = "weights"
 BEST_DIR = "best"
+VERIFY_DIR = "verify"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -71,6 +76,10 @@ class RunFolder:
     def prepare(self) -> None:
         """Create the folder, or fail with a StorageError."""
         ensure_writable(self.path, "the run folder")
+
+    def verification(self) -> VerifyFolder:
+        """The files of `resnas verify` in this run."""
+        return VerifyFolder(self.path / VERIFY_DIR)
 
     def study_url(self, storage: str | None) -> str:
         """The study's Optuna storage: `storage`, else study.db in this folder."""
@@ -118,13 +127,7 @@ class RunFolder:
 
     def save_weights(self, number: int, state: Mapping[str, torch.Tensor]) -> None:
         """A trial's state dict, on the CPU, written atomically."""
-        import torch
-
-        path = self.weights_path(number)
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-        os.replace(tmp, path)
+        _save_state(self.weights_path(number), state)
 
     def keep_weights(self, records: list[TrialRecord], keep_top: int) -> set[int]:
         """Delete weight files outside the top `keep_top` and the Pareto front; refresh best/."""
@@ -185,3 +188,98 @@ class RunFolder:
         os.close(fd)
         fig.savefig(tmp)
         os.replace(tmp, self.path / PLOT_FILE)
+
+
+class VerifyFolder:
+    """`resnas verify`'s files in a run folder (see the module docstring)."""
+
+    PLAN, UNITS, SUMMARY, PLOT = "verify.json", "verify.csv", "summary.json", "verify.png"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read_plan(self) -> dict[str, Any] | None:
+        return self._read_json(self.PLAN)
+
+    def write_plan(self, plan: Mapping[str, Any]) -> None:
+        ensure_writable(self.path, "the verification folder")
+        atomic_write(self.path / self.PLAN, json.dumps(plan, indent=2).encode())
+
+    def read_summary(self) -> dict[str, Any] | None:
+        return self._read_json(self.SUMMARY)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        atomic_write(self.path / self.SUMMARY, json.dumps(summary, indent=2).encode())
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        path = self.path / name
+        if not path.is_file():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise StorageError(f"{path} is corrupt ({e}); move {self.path} away to verify afresh") from None
+        return data
+
+    def read_units(self) -> list[UnitResult]:
+        """verify.csv's finished units (none before the first)."""
+        from resnas._verify import UnitResult
+
+        try:
+            with open(self.path / self.UNITS, newline="") as f:
+                return [UnitResult.from_row(r) for r in csv.DictReader(f)]
+        except FileNotFoundError:
+            return []
+        except (KeyError, ValueError) as e:
+            raise StorageError(f"{self.path / self.UNITS} is damaged ({e}); move {self.path} away to verify "
+                               "afresh") from None
+
+    def write_units(self, units: list[UnitResult]) -> None:
+        from resnas._verify import UNIT_COLUMNS
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=UNIT_COLUMNS)
+        writer.writeheader()
+        for u in units:
+            writer.writerow(u.row())
+        atomic_write(self.path / self.UNITS, buf.getvalue().encode())
+
+    def weights_path(self, label: str) -> Path:
+        """Seed 0's state dict of network `label` ("#12" is trial_0012)."""
+        stem = f"trial_{int(label[1:]):04d}" if label.startswith("#") else label
+        return self.path / WEIGHTS_DIR / f"{stem}.pt"
+
+    def save_weights(self, label: str, state: Mapping[str, torch.Tensor]) -> None:
+        _save_state(self.weights_path(label), state)
+
+    def plot(self, summary: Summary) -> None:
+        """verify.png: each network's test accuracy per seed and its mean, classics in orange, best first."""
+        from matplotlib.figure import Figure
+
+        scores = summary.scores
+        fig = Figure(figsize=(7, 0.9 + 0.45 * len(scores)), dpi=110)
+        ax = fig.add_subplot()
+        for y, s in enumerate(reversed(scores)):
+            color = "tab:orange" if s.network.kind.value == "classic" else "tab:blue"
+            ax.scatter(list(s.accuracies.values()), [y] * len(s.accuracies), color=color, alpha=0.6, s=18)
+            ax.errorbar([s.mean], [y], xerr=[[s.spread], [s.spread]], fmt="D", color=color, capsize=3)
+        ax.set_yticks(range(len(scores)), [f"{s.network.label} ({s.network.kind.value})" for s in reversed(scores)],
+                      fontsize=8)
+        ax.set_xlabel("test accuracy (dots: seeds; diamond: mean +/- spread)")
+        ax.set_title(summary.verdict, fontsize=7, wrap=True)
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{self.PLOT}.", suffix=".png")
+        os.close(fd)
+        fig.savefig(tmp)
+        os.replace(tmp, self.path / self.PLOT)
+
+
+def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """A state dict, on the CPU, written atomically."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+    os.replace(tmp, path)

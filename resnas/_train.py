@@ -101,6 +101,9 @@ class TrainConfig:
     seed: int = 0
     # Random crop + flip, applied only where the data says they suit the images (`DataSplits.augment`).
     augment: bool = True
+    # False: the validation split is scored after the last epoch only (earlier epochs record NaN), which
+    # saves the time of scoring a large split (a test set) that nothing reads before the end.
+    evaluate_each_epoch: bool = True
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, with ConfigError naming the setting."""
@@ -318,7 +321,8 @@ def _train(
         run.train_seconds += time.perf_counter() - start
 
         start = time.perf_counter()
-        val_accuracy = _evaluate(run, 2 * cfg.batch_size)
+        scored = cfg.evaluate_each_epoch or epoch == cfg.epochs
+        val_accuracy = _evaluate(run, 2 * cfg.batch_size) if scored else math.nan
         run.eval_seconds += time.perf_counter() - start
         run.history.append(EpochRecord(epoch, train_loss, val_accuracy, run.optimizer.param_groups[0]["lr"]))
         if on_epoch is not None:
@@ -328,7 +332,7 @@ def _train(
 
     return TrainResult(
         val_accuracy=run.history[-1].val_accuracy,
-        best_val_accuracy=max(r.val_accuracy for r in run.history),
+        best_val_accuracy=max(r.val_accuracy for r in run.history if not math.isnan(r.val_accuracy)),
         history=tuple(run.history),
         images_per_second=cfg.epochs * run.steps_per_epoch * run.batch / run.train_seconds,
         train_seconds=run.train_seconds,

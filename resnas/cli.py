@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from resnas._lifecycle import Faults
 
 # Sub-command modules, each with `register(subparsers)` setting `func(args) -> int` on its parser.
-_COMMANDS = ("count", "space", "search", "export", "submit", "jobs")
+_COMMANDS = ("count", "space", "search", "verify", "export", "submit", "jobs")
 
 
 class _Parser(argparse.ArgumentParser):

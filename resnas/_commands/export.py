@@ -99,8 +99,11 @@ def _export_run(args: argparse.Namespace) -> int:
     if not training:
         raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels); "
                         "it was written by an older resnas: rerun the search")
-    selected = _select(folder, args.top, args.trial)
     out = Path(args.out) if args.out else run_dir / "export"
+    verified = folder.verification().read_summary()
+    if verified is not None and args.top is None and args.trial is None:
+        return _export_verified(folder, run, verified, out)
+    selected = _select(folder, args.top, args.trial)
     ensure_writable(out, "--out")
     for row in selected:
         number = int(row["number"])
@@ -116,6 +119,39 @@ def _export_run(args: argparse.Namespace) -> int:
         print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {exported}")
     if args.top is not None and len(selected) < args.top:
         print(f"only {len(selected)} complete trial(s) have kept weights; exported those")
+    return 0
+
+
+def _export_verified(folder: RunFolder, run: dict[str, Any], summary: dict[str, Any], out: Path) -> int:
+    """The verified winner (best mean test accuracy), with the weights of its seed-0 training."""
+    from resnas._export import export
+
+    best = summary["networks"][0]
+    plan = folder.verification().read_plan() or {}
+    width = float(plan.get("recipe", {}).get("width", run.get("proxy_width", 1.0)))
+    searched = Arch.from_dict(best["arch"])
+    label = best["label"]
+    state = _load_weights(folder.verification().weights_path(label))
+    training = run["training_input"]
+    recipe = plan.get("recipe", {})
+    card = {
+        "title": f"{'Trial ' + label[1:] if label.startswith('#') else label} of run {folder.path.resolve().name}, "
+                 "verified",
+        "verified": (f"test accuracy {best['test_accuracy_mean']:.4f} ± {best['test_accuracy_spread']:.4f} over "
+                     f"{best['seeds']} seeds (resnas verify: {recipe.get('train_samples')} images, "
+                     f"{recipe.get('epochs')} epochs); the best of {len(summary['networks'])} networks retrained; "
+                     f"these weights are seed 0's. {summary['verdict']}"),
+        "data": plan.get("data"), "deployment_input": run.get("deployment_input"), "training_input": training,
+        "proxy_width": width, "searched_arch": searched, "dataset": run.get("settings", {}).get("dataset"),
+    }
+    if best.get("trial") is not None:
+        card["trial"] = best["trial"]
+    name = f"trial_{int(label[1:]):04d}" if label.startswith("#") else label
+    ensure_writable(out, "--out")
+    exported = export(searched.narrowed(width), state, out / name, num_classes=training["classes"],
+                      in_channels=training["channels"], resolution=training["resolution"],
+                      card={k: v for k, v in card.items() if v is not None})  # type: ignore[arg-type]
+    print(f"{label} (verified winner): test acc {best['test_accuracy_mean']:.4f} -> {exported}")
     return 0
 
 
@@ -162,7 +198,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "only PyTorch: model.py, weights.pt, arch.json, model.pt2 (torch.export) and card.md.")
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a search's --out folder")
     p.add_argument("--top", type=int, metavar="K",
-                   help="the K best complete trials with kept weights (default 1)")
+                   help="the K best complete trials with kept weights (default: the verified winner when "
+                        "`resnas verify` has run, else the best trial)")
     p.add_argument("--trial", type=int, metavar="N", help="trial number N")
     p.add_argument("--arch", metavar="NAME_OR_ARCH_JSON",
                    help="instead of a run: a zoo name, an arch JSON string or file, exported untrained")

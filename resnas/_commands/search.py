@@ -177,6 +177,11 @@ def _run(args: argparse.Namespace) -> int:
     reporter = Reporter()
     try:
         search(cfg, reporter, faults=args.faults)
+        if args.verify:
+            from resnas._commands.verify import run_verification
+
+            reporter.stop()
+            run_verification(cfg.out, data_root=cfg.data_root, device_name=cfg.device)
     except KeyboardInterrupt:
         reporter.stop()
         print(f"resnas: stopped; the study is saved in {cfg.out}: rerun the same command to continue",
@@ -235,5 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search the space for the best network under a FLOP budget",
                        description="Search a space for the most accurate network under a FLOP budget.")
     add_search_flags(p)
+    p.add_argument("--verify", action="store_true",
+                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
+                        "the classics from scratch and score them on the test split")
     p.set_defaults(func=_run)
 

@@ -1,0 +1,375 @@
+"""`verify`: a run's best searched networks and the classics, retrained from scratch with one recipe over several
+seeds and scored on the dataset's test split, which the search never reads.
+
+    networks   the top `top` searched trials (proxy ranking) + the classics (trained in the study, or named)
+    units      network x seed, each trained from scratch by `train_candidate`; one verify.csv row per unit,
+               written as it finishes, so a killed run loses at most the unit it was training
+    summary    mean and spread per network, the searched best against the best classic (paired over seeds,
+               Student-t CI: with 3 seeds a bootstrap would be far too narrow), a verdict in words, and the
+               proxy's rank fidelity (Kendall tau)
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from resnas._arch import Arch
+from resnas._errors import ConfigError, StorageError
+from resnas._runfolder import RunFolder, VerifyFolder
+
+if TYPE_CHECKING:
+    import torch
+
+    from resnas._data import DataSplits
+
+# Below this rank correlation the proxy's ranking does not predict the verified one well enough to trust.
+TRUSTED_TAU = 0.5
+
+
+class NetworkKind(str, enum.Enum):
+    """Where a verified network comes from."""
+
+    SEARCHED = "searched"
+    CLASSIC = "classic"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every verified network is trained: the same for all, more data and epochs than the proxy."""
+
+    epochs: int
+    train_samples: int
+    batch_size: int
+    lr: float
+    width: float  # widths scaled as the proxy's were (1: the searched network itself)
+    seeds: int
+    top: int
+    baselines: tuple[str, ...] | None = None  # None: every classic the study trained
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "train_samples", "batch_size", "seeds", "top"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"must be positive, got {self.lr}", field="lr")
+        if not 0 < self.width <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.width}", field="width")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["baselines"] = list(self.baselines) if self.baselines is not None else None
+        return out
+
+
+def default_recipe(run: Mapping[str, Any], **given: Any) -> Recipe:
+    """The run's proxy with 4x the training images and 2x the epochs (at least 3); `given` overrides."""
+    settings = run.get("settings", {})
+    base = dict(epochs=max(3, 2 * int(settings.get("epochs", 2))),
+                train_samples=4 * int(settings.get("train_samples") or 2000),
+                batch_size=int(settings.get("batch_size", 64)), lr=float(settings.get("lr", 0.05)),
+                width=float(run.get("proxy_width", 1.0)), seeds=3, top=3, baselines=None)
+    base.update({k: v for k, v in given.items() if v is not None})
+    if base["baselines"] is not None:
+        base["baselines"] = tuple(base["baselines"])
+    return Recipe(**base)
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network to verify: its label, where it comes from, its searched (full-width) arch and proxy score."""
+
+    label: str  # "#12" for trial 12, or the zoo name
+    kind: NetworkKind
+    arch: Arch
+    flops: int  # at the deployment input
+    trial: int | None = None
+    proxy_accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind.value, "arch": self.arch.to_dict(), "flops": self.flops,
+                "trial": self.trial, "proxy_accuracy": self.proxy_accuracy}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Network:
+        return cls(d["label"], NetworkKind(d["kind"]), Arch.from_dict(d["arch"]), int(d["flops"]), d["trial"],
+                   d["proxy_accuracy"])
+
+
+def choose(rows: Sequence[Mapping[str, str]], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
+    """The top searched trials by proxy accuracy, then the classics, each architecture once."""
+    complete = [r for r in rows if r["state"] == "complete" and r["val_accuracy"]]
+    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
+    searched = [r for r in complete if not r.get("name")][: recipe.top]
+    if not complete:
+        raise StorageError("the run has no complete trial yet: let the search train some, then verify")
+    networks = [_from_row(r, NetworkKind.SEARCHED) for r in searched]
+    if recipe.baselines is None:
+        seen: set[str] = set()
+        for r in complete:  # best first: one row per classic
+            if r.get("name") and r["name"] not in seen:
+                seen.add(r["name"])
+                networks.append(_from_row(r, NetworkKind.CLASSIC))
+    else:
+        trained = {r["name"]: r for r in complete if r.get("name")}
+        networks += [_from_row(trained[n], NetworkKind.CLASSIC) if n in trained else _named(n, run)
+                     for n in recipe.baselines]
+    return networks
+
+
+def _from_row(row: Mapping[str, str], kind: NetworkKind) -> Network:
+    arch = Arch.from_dict(json.loads(row["arch"]))
+    label = row["name"] if kind is NetworkKind.CLASSIC else f"#{row['number']}"
+    return Network(label, kind, arch, int(row["flops"]), int(row["number"]), float(row["val_accuracy"]))
+
+
+def _named(name: str, run: Mapping[str, Any]) -> Network:
+    """A zoo network the study did not train, priced at the run's deployment input; refused over the budget."""
+    from resnas import zoo
+    from resnas._build import count
+
+    arch = zoo.get(name)  # ConfigError naming the known ones
+    deploy = run["deployment_input"]
+    flops = count(arch, resolution=deploy["resolution"], num_classes=deploy["classes"],
+                  in_channels=deploy["channels"]).flops
+    budget = int(run["settings"]["budget"])
+    if flops > budget:
+        raise ConfigError(f"{name} needs {flops / 1e9:.3g} GFLOPs at the run's input, over its {budget / 1e9:g} "
+                          "GFLOPs budget: name classics under the budget", field="baselines")
+    return Network(name, NetworkKind.CLASSIC, arch, flops)
+
+
+# -- training the units ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """One network trained with one seed: a verify.csv row."""
+
+    label: str
+    kind: NetworkKind
+    seed: int
+    test_accuracy: float
+    train_seconds: float
+    params: int  # of the trained (width-scaled) network
+
+    def row(self) -> dict[str, Any]:
+        return {**asdict(self), "kind": self.kind.value, "test_accuracy": round(self.test_accuracy, 5),
+                "train_seconds": round(self.train_seconds, 2)}
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, str]) -> UnitResult:
+        return cls(r["label"], NetworkKind(r["kind"]), int(r["seed"]), float(r["test_accuracy"]),
+                   float(r["train_seconds"]), int(r["params"]))
+
+
+UNIT_COLUMNS = ("label", "kind", "seed", "test_accuracy", "train_seconds", "params")
+
+
+def train_unit(net: Network, seed: int, recipe: Recipe, data: DataSplits,
+               device: torch.device) -> tuple[UnitResult, dict[str, Any]]:
+    """`net` narrowed by the recipe's width, built and trained from scratch with `seed`; scored on `data.val_*`."""
+    import torch
+
+    from resnas._build import build, count
+    from resnas._train import TrainConfig, train_candidate
+
+    arch = net.arch.narrowed(recipe.width)
+    torch.manual_seed(seed)
+    model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    cfg = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, seed=seed,
+                      evaluate_each_epoch=False)
+    started = time.perf_counter()
+    result = train_candidate(model, data, cfg, device=device)
+    params = count(arch, resolution=data.resolution, num_classes=data.num_classes,
+                   in_channels=data.in_channels).params
+    unit = UnitResult(net.label, net.kind, seed, result.val_accuracy, time.perf_counter() - started, params)
+    return unit, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+# -- the summary ----------------------------------------------------------------------------------
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two equally long sequences (ties in either count as neither concordant nor discordant)."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("kendall_tau needs two sequences of the same length, at least 2")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else 0.0
+
+
+# Student's t, two-sided 95% (the 0.975 quantile) by degrees of freedom: a few seeds need its wide tails.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+         2.042)
+
+
+def paired_interval(diffs: Sequence[float]) -> tuple[float, float, float]:
+    """The mean of paired differences and its 95% Student-t confidence interval (needs 2+ pairs)."""
+    n = len(diffs)
+    if n < 2:
+        raise ValueError("a confidence interval needs at least 2 pairs")
+    mean = statistics.fmean(diffs)
+    half = (_T975[n - 2] if n - 1 <= len(_T975) else 1.96) * statistics.stdev(diffs) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class Score:
+    """A network's verified test accuracy over its seeds."""
+
+    network: Network
+    accuracies: dict[int, float]  # by seed
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies.values())
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation over seeds (0 with one seed)."""
+        values = list(self.accuracies.values())
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a verification concludes."""
+
+    scores: list[Score]  # best verified mean first
+    # The searched best minus the best classic, in accuracy points: mean and its 95% CI paired over seeds.
+    gain: tuple[float, float, float] | None
+    verdict: str
+    tau: float | None  # proxy accuracy vs verified mean, over the networks the study trained
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Score:
+        return self.scores[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "networks": [{**s.network.to_dict(), "test_accuracy_mean": round(s.mean, 5),
+                          "test_accuracy_spread": round(s.spread, 5), "seeds": len(s.accuracies)}
+                         for s in self.scores],
+            "winner": self.best.network.label,
+            "gain_points": None if self.gain is None else dict(zip(("mean", "ci_low", "ci_high"), self.gain)),
+            "verdict": self.verdict, "kendall_tau": self.tau, "warnings": self.warnings,
+        }
+
+
+def summarize(networks: Sequence[Network], units: Sequence[UnitResult]) -> Summary:
+    """Scores, the searched best against the best classic, the verdict and the proxy's fidelity."""
+    by_label: dict[str, dict[int, float]] = {}
+    for u in units:
+        by_label.setdefault(u.label, {})[u.seed] = u.test_accuracy
+    scores = sorted((Score(n, by_label[n.label]) for n in networks if n.label in by_label),
+                    key=lambda s: -s.mean)
+    if not scores:
+        raise ValueError("summarize needs at least one trained unit")
+    searched = next((s for s in scores if s.network.kind is NetworkKind.SEARCHED), None)
+    classic = next((s for s in scores if s.network.kind is NetworkKind.CLASSIC), None)
+    gain, verdict = _verdict(searched, classic)
+    proxied = [s for s in scores if s.network.proxy_accuracy is not None]
+    tau = kendall_tau([s.network.proxy_accuracy or 0.0 for s in proxied], [s.mean for s in proxied]) \
+        if len(proxied) >= 3 else None
+    warnings = []
+    if tau is not None and tau < TRUSTED_TAU:
+        warnings.append(f"the proxy ranks these networks poorly (Kendall tau {tau:.2f} < {TRUSTED_TAU}): its "
+                        "accuracies are weak evidence; search with more --epochs and --train-samples (or "
+                        "--proxy-width 1) to buy fidelity")
+    if tau is None:
+        warnings.append(f"proxy fidelity needs 3+ networks the study trained; {len(proxied)} here")
+    return Summary(scores, gain, verdict, tau, warnings)
+
+
+def _verdict(searched: Score | None, classic: Score | None) -> tuple[tuple[float, float, float] | None, str]:
+    """The searched best's gain over the best classic (paired over shared seeds) and the sentence saying it."""
+    if searched is None or classic is None:
+        missing = "no searched network" if searched is None else "no classic"
+        return None, f"nothing to compare: {missing} was verified"
+    seeds = sorted(searched.accuracies.keys() & classic.accuracies.keys())
+    if len(seeds) < 2:
+        return None, "one seed cannot tell a difference from noise: verify with --seeds 3 or more"
+    diffs = [100 * (searched.accuracies[s] - classic.accuracies[s]) for s in seeds]
+    mean, low, high = paired_interval(diffs)
+    a, b = searched.network.label, classic.network.label
+    numbers = f"{mean:+.2f} points, 95% CI [{low:+.2f}, {high:+.2f}] (paired over {len(seeds)} seeds)"
+    if low > 0:
+        return (mean, low, high), f"the search beat the classics at this budget: {a} vs {b}, {numbers}"
+    if high < 0:
+        return (mean, low, high), f"the search did not beat the classics at this budget: {a} vs {b}, {numbers}"
+    return (mean, low, high), (f"no measurable difference between the search's best and the best classic: "
+                               f"{a} vs {b}, {numbers}")
+
+
+# -- the whole verification -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A verification's settings as verify.json holds them: recipe, networks, data."""
+
+    recipe: Recipe
+    networks: list[Network]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe.to_dict(), "networks": [n.to_dict() for n in self.networks]}
+
+
+def plan(folder: RunFolder, recipe: Recipe) -> Plan:
+    """The networks to verify with `recipe`; a verification already begun must have been planned the same way."""
+    run = folder.read_run()
+    fresh = Plan(recipe, choose(folder.read_trials(), recipe, run))
+    known = folder.verification().read_plan()
+    if known is not None and known["recipe"] != recipe.to_dict():
+        diff = ", ".join(f"{k} {v!r} -> {recipe.to_dict()[k]!r}" for k, v in known["recipe"].items()
+                         if recipe.to_dict()[k] != v)
+        raise ConfigError(f"{folder.verification().path} was begun with another recipe ({diff}); rerun with the "
+                          "same flags to resume it, or move that folder away to verify afresh")
+    if known is not None:  # keep the networks it began with, even if the search has gone on since
+        return Plan(recipe, [Network.from_dict(d) for d in known["networks"]])
+    return fresh
+
+
+def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: DataSplits,
+           progress: Callable[[UnitResult, int, int], None] | None = None) -> Summary:
+    """Train every unit of the plan not yet in verify.csv, then summarize (and write summary, plot)."""
+    the_plan = plan(folder, recipe)
+    out = folder.verification()
+    out.write_plan({**the_plan.to_dict(), "data": data.description})
+    units = out.read_units()
+    done = {(u.label, u.seed) for u in units}
+    todo = [(n, s) for n in the_plan.networks for s in range(recipe.seeds) if (n.label, s) not in done]
+    for k, (net, seed) in enumerate(todo, 1):
+        unit, state = train_unit(net, seed, recipe, data, device)
+        if seed == 0:  # what export ships: seed 0's weights, chosen before any score is seen
+            out.save_weights(net.label, state)
+        units.append(unit)
+        out.write_units(units)
+        if progress is not None:
+            progress(unit, k, len(todo))
+    summary = summarize(the_plan.networks, units)
+    out.write_summary(summary.to_dict())
+    out.plot(summary)
+    return summary
