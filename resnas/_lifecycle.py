@@ -181,9 +181,9 @@ class Openings:
     """
 
     def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int, *, with_classics: bool) -> None:
-        started = study.openings_started()  # None: a study that began otherwise is left as it is
         from resnas import zoo
 
+        started = study.openings_started()  # None: a study that began otherwise is left as it is
         plan = [Opening(params, classic=name) for name, params in classics(space, budget)] if with_classics else []
         covered = {zoo.get(o.classic).shortcut.value for o in plan}
         shortcut = next(d for d in space.dimensions() if d.name == "shortcut")

@@ -32,7 +32,7 @@ from resnas._trial import COLUMNS, TrialRecord, TrialState, pareto_front, ranked
 if TYPE_CHECKING:
     import torch
 
-    from resnas._verify import Summary, UnitResult
+    from resnas._verify import Summary
 
 RUN_FILE = "run.json"
 STUDY_FILE = "study.db"
@@ -221,27 +221,19 @@ class VerifyFolder:
             raise StorageError(f"{path} is corrupt ({e}); move {self.path} away to verify afresh") from None
         return data
 
-    def read_units(self) -> list[UnitResult]:
-        """verify.csv's finished units (none before the first)."""
-        from resnas._verify import UnitResult
-
+    def read_units(self) -> list[dict[str, str]]:
+        """verify.csv's rows, one per finished unit (none before the first)."""
         try:
             with open(self.path / self.UNITS, newline="") as f:
-                return [UnitResult.from_row(r) for r in csv.DictReader(f)]
+                return list(csv.DictReader(f))
         except FileNotFoundError:
             return []
-        except (KeyError, ValueError) as e:
-            raise StorageError(f"{self.path / self.UNITS} is damaged ({e}); move {self.path} away to verify "
-                               "afresh") from None
 
-    def write_units(self, units: list[UnitResult]) -> None:
-        from resnas._verify import UNIT_COLUMNS
-
+    def write_units(self, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=UNIT_COLUMNS)
+        writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
-        for u in units:
-            writer.writerow(u.row())
+        writer.writerows(rows)
         atomic_write(self.path / self.UNITS, buf.getvalue().encode())
 
     def weights_path(self, label: str) -> Path:

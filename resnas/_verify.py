@@ -358,7 +358,7 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
     the_plan = plan(folder, recipe)
     out = folder.verification()
     out.write_plan({**the_plan.to_dict(), "data": data.description})
-    units = out.read_units()
+    units = _read_units(out)
     done = {(u.label, u.seed) for u in units}
     todo = [(n, s) for n in the_plan.networks for s in range(recipe.seeds) if (n.label, s) not in done]
     for k, (net, seed) in enumerate(todo, 1):
@@ -366,10 +366,17 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
         if seed == 0:  # what export ships: seed 0's weights, chosen before any score is seen
             out.save_weights(net.label, state)
         units.append(unit)
-        out.write_units(units)
+        out.write_units([u.row() for u in units], UNIT_COLUMNS)
         if progress is not None:
             progress(unit, k, len(todo))
     summary = summarize(the_plan.networks, units)
     out.write_summary(summary.to_dict())
     out.plot(summary)
     return summary
+
+
+def _read_units(out: VerifyFolder) -> list[UnitResult]:
+    try:
+        return [UnitResult.from_row(r) for r in out.read_units()]
+    except (KeyError, ValueError) as e:
+        raise StorageError(f"{out.path / out.UNITS} is damaged ({e}); move {out.path} away to verify afresh") from None

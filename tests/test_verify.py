@@ -241,3 +241,19 @@ def test_a_named_classic_under_the_budget_is_verified_even_if_the_study_did_not_
     nets = choose(rows, recipe, run)
     assert [(n.label, n.kind, n.trial, n.flops) for n in nets] == [
         ("resnet20", NetworkKind.CLASSIC, 0, 41_218_688), ("resnet32", NetworkKind.CLASSIC, None, 69_759_616)]
+
+
+@pytest.mark.slow
+def test_search_with_verify_verifies_the_run_it_made(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = cli("search", "--space", SPACE, "--budget", "50M", "--dataset", "synthetic", "--epochs", "1",
+               "--train-samples", "200", "--val-samples", "100", "--proxy-width", "0.25", "--trials", "2",
+               "--out", str(out), "--verify")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads((out / "verify" / "verify.json").read_text())
+    # The defaults: 4x the search's images, 2x its epochs (at least 3), 3 seeds, its proxy width.
+    assert {k: plan["recipe"][k] for k in ("train_samples", "epochs", "seeds", "width")} == \
+           {"train_samples": 800, "epochs": 3, "seeds": 3, "width": 0.25}
+    assert "2000-image test set" in plan["data"]
+    assert len(_rows(out / "verify" / "verify.csv")) == 3 * len(plan["networks"])
+    assert "verdict: " in done.stdout

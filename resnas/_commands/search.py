@@ -224,6 +224,9 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-classics", action="store_true",
                    help="do not train the zoo networks that the space contains under the budget first (resnet18, "
                         "densenet121, ...: the baselines the search must beat)")
+    p.add_argument("--verify", action="store_true",
+                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
+                        "the classics from scratch and score them on the test split")
     ray = p.add_argument_group("Ray (--backend ray)")
     ray.add_argument("--backend", default="optuna", choices=[b.value for b in Backend],
                      help="optuna: one trial after another in this process (default); ray: Ray Tune trials in "
@@ -240,8 +243,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search the space for the best network under a FLOP budget",
                        description="Search a space for the most accurate network under a FLOP budget.")
     add_search_flags(p)
-    p.add_argument("--verify", action="store_true",
-                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
-                        "the classics from scratch and score them on the test split")
     p.set_defaults(func=_run)
 
