@@ -26,7 +26,7 @@ test: install data
 	$(BIN)/python -m pytest -n 2 -q
 
 run: install data
-	$(BIN)/resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs
+	$(BIN)/resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs --verify
 
 results: install data
 	bash results/make_default_run.sh

@@ -69,10 +69,11 @@ class Recipe:
 
 
 def default_recipe(run: Mapping[str, Any], **given: Any) -> Recipe:
-    """The run's proxy with 4x the training images and 2x the epochs (at least 3); `given` overrides."""
+    """The run's proxy with 2x the training images and one more epoch (at least 3): 3x its image-epochs by
+    default, affordable on a 2-core CPU (benchmarks/proxy_fidelity.py); `given` overrides."""
     settings = run.get("settings", {})
-    base = dict(epochs=max(3, 2 * int(settings.get("epochs", 2))),
-                train_samples=4 * int(settings.get("train_samples") or 2000),
+    base = dict(epochs=max(3, int(settings.get("epochs", 2)) + 1),
+                train_samples=2 * int(settings.get("train_samples") or 2000),
                 batch_size=int(settings.get("batch_size", 64)), lr=float(settings.get("lr", 0.05)),
                 width=float(run.get("proxy_width", 1.0)), seeds=3, top=3, baselines=None)
     base.update({k: v for k, v in given.items() if v is not None})

@@ -7,7 +7,7 @@ make install data >/dev/null
 OUT=results/default-cpu
 rm -rf "$OUT"
 mkdir -p "$OUT"
-CMD=(.venv/bin/resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs --out "$OUT")
+CMD=(.venv/bin/resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs --verify --out "$OUT")
 start=$(date +%s)
 "${CMD[@]}" | tee "$OUT/search.log"
 wall=$(( $(date +%s) - start ))
@@ -18,7 +18,7 @@ cat > "$OUT/README.md" <<MD
 
 Command (the README's main job, with \`--out\` added so the run lands here):
 
-    resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs --out $OUT
+    resnas search --space search_spaces/resnet_family.yaml --budget 4GFLOPs --verify --out $OUT
 
 Regenerate with \`bash results/make_default_run.sh\`.
 
@@ -26,6 +26,7 @@ Regenerate with \`bash results/make_default_run.sh\`.
 - Software: Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), optuna $(.venv/bin/python -c 'import optuna; print(optuna.__version__)')
 - Wall time: ${wall} s for the whole command (data loading, screening, training, reports)
 - Log: [search.log](search.log); every trial: [trials.csv](trials.csv); plot: [accuracy_vs_flops.png](accuracy_vs_flops.png)
+- Verification (test split): [verify/verify.csv](verify/verify.csv), [verify/summary.json](verify/summary.json), [verify/verify.png](verify/verify.png)
 
 ## Best trial
 
@@ -39,6 +40,6 @@ $best_trial
 $best_arch
 \`\`\`
 
-Weights (\`best/weights.pt\`, \`weights/\`) and the study database are not committed: rerun the script to get them.
+Weights (\`best/weights.pt\`, \`weights/\`, \`verify/weights/\`) and the study database are not committed: rerun the script to get them.
 MD
 echo "wrote $OUT/README.md (wall time ${wall}s)"

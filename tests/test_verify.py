@@ -86,7 +86,8 @@ def test_summary_says_plainly_who_won() -> None:
 def test_default_recipe_buys_fidelity_over_the_proxy() -> None:
     run = {"settings": {"epochs": 2, "train_samples": 2000, "batch_size": 64, "lr": 0.05}, "proxy_width": 0.5}
     r = default_recipe(run)
-    assert (r.epochs, r.train_samples, r.width, r.seeds, r.top, r.baselines) == (4, 8000, 0.5, 3, 3, None)
+    assert (r.epochs, r.train_samples, r.width, r.seeds, r.top, r.baselines) == (3, 4000, 0.5, 3, 3, None)
+    assert default_recipe({**run, "settings": {**run["settings"], "epochs": 5}}).epochs == 6
     assert default_recipe(run, seeds=5, baselines=["resnet18"]).baselines == ("resnet18",)
     with pytest.raises(resnas.ConfigError, match="at least 1") as e:
         default_recipe(run, seeds=0)
@@ -251,9 +252,9 @@ def test_search_with_verify_verifies_the_run_it_made(tmp_path: Path) -> None:
                "--out", str(out), "--verify")
     assert done.returncode == 0, done.stderr
     plan = json.loads((out / "verify" / "verify.json").read_text())
-    # The defaults: 4x the search's images, 2x its epochs (at least 3), 3 seeds, its proxy width.
+    # The defaults: 2x the search's images, one more epoch (at least 3), 3 seeds, its proxy width.
     assert {k: plan["recipe"][k] for k in ("train_samples", "epochs", "seeds", "width")} == \
-           {"train_samples": 800, "epochs": 3, "seeds": 3, "width": 0.25}
+           {"train_samples": 400, "epochs": 3, "seeds": 3, "width": 0.25}
     assert "2000-image test set" in plan["data"]
     assert len(_rows(out / "verify" / "verify.csv")) == 3 * len(plan["networks"])
     assert "verdict: " in done.stdout

@@ -109,8 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated zoo classics under the run's budget (default: the classics the study "
                         "trained)")
     p.add_argument("--seeds", type=int, help="trainings per network, seeds 0..N-1 (default 3)")
-    p.add_argument("--epochs", type=int, help="epochs per training (default: 2x the search's, at least 3)")
-    p.add_argument("--train-samples", type=int, help="training images (default: 4x the search's)")
+    p.add_argument("--epochs", type=int, help="epochs per training (default: the search's + 1, at least 3)")
+    p.add_argument("--train-samples", type=int, help="training images (default: 2x the search's)")
     p.add_argument("--batch-size", type=int, help="default: the search's")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the search's)")
     p.add_argument("--width", type=float, help="width factor of the trained networks (default: the search's "
