@@ -17,6 +17,9 @@ _BUDGET = re.compile(
     re.IGNORECASE,
 )
 
+# Far beyond any network (ResNet-152 at 224 px is 1.2e10): larger values are typos, and overflow floats.
+MAX_BUDGET = 10**18
+
 BUDGET_FORMS = ("a positive number with an optional K/M/G/T suffix and an optional 'FLOPs', "
                 "e.g. 4G, 4GFLOPs, 600MFLOPs, 1.5G, 4e9, 250K, 1T or 4000000000")
 
@@ -33,6 +36,9 @@ def parse_budget(text: str) -> int:
     flops = math.floor(Decimal(number) * _SCALE[suffix])
     if flops < 1:
         raise ConfigError(f"invalid FLOP budget {text!r}: it must be at least 1 FLOP; expected {BUDGET_FORMS}")
+    if flops > MAX_BUDGET:
+        raise ConfigError(f"invalid FLOP budget {text!r}: over the limit of 1e18 FLOPs (ResNet-152 needs 1.2e10); "
+                          "give a budget in G or T")
     return flops
 
 

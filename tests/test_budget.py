@@ -56,6 +56,14 @@ def test_rejected_forms_name_the_string_and_the_accepted_forms(text: str) -> Non
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("text", ["1e400", "1e19", "2000000T", "1000000000000000001"])
+def test_absurd_budgets_are_refused_before_any_float_overflows(text: str) -> None:
+    with pytest.raises(ValueError, match="over the limit of 1e18 FLOPs") as info:
+        parse_budget(text)
+    assert repr(text) in str(info.value)
+    assert parse_budget("1e18") == 10**18
+
+
 @pytest.mark.parametrize("flops, text", [
     (4_110_000_000, "4.11 GFLOPs"),
     (4_000_000_000, "4.00 GFLOPs"),

@@ -159,6 +159,8 @@ def test_verify_end_to_end_then_export_ships_the_verified_winner(searched: Path,
     assert {p.name for p in folder.iterdir()} >= {"verify.json", "verify.csv", "summary.json", "verify.png", "weights"}
     units = _rows(folder / "verify.csv")
     trials = _rows(run / "trials.csv")
+    # The study began with the one classic of the space under 50M FLOPs, named (He et al.'s ResNet-20: 41M).
+    assert [r["name"] for r in trials if r["name"]] == ["resnet20"] and trials[0]["name"] == "resnet20"
     top2 = sorted((r for r in trials if r["state"] == "complete" and not r["name"]),
                   key=lambda r: -float(r["val_accuracy"]))[:2]
     expected = {f"#{r['number']}" for r in top2} | {"resnet20"}
