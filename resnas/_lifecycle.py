@@ -342,7 +342,8 @@ class SearchCore:
         if self.openings.classics:
             self.report.note(f"  classics first (in the space, under the budget): {', '.join(self.openings.classics)}")
         if self.openings.kinds:
-            self.report.note(f"  then one fitting architecture per other shortcut kind: {', '.join(self.openings.kinds)}")
+            kinds = ", ".join(self.openings.kinds)
+            self.report.note(f"  then one fitting architecture per other shortcut kind: {kinds}")
 
     def _run_file(self) -> dict[str, Any]:
         """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""

@@ -302,7 +302,8 @@ def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
         if t.datetime_complete and t.datetime_start else None
     flops = ua.get(_Key.FLOPS)
     return TrialRecord(
-        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY), flops=flops,
+        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY),
+        flops=flops,
         params=ua.get(_Key.PARAMS), macs=ua.get(_Key.MACS),
         budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
         epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),

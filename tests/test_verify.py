@@ -45,7 +45,8 @@ def test_kendall_tau_matches_hand_counted_rankings() -> None:
 def test_paired_interval_is_students_t() -> None:
     # diffs 1, 2, 3: mean 2, sample sd 1, t(0.975, 2 df) = 4.303 (any t table): half-width 4.303 / sqrt(3).
     mean, low, high = paired_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and low == pytest.approx(2 - 4.303 / math.sqrt(3)) and high == pytest.approx(2 + 4.303 / math.sqrt(3))
+    half = 4.303 / math.sqrt(3)
+    assert mean == 2.0 and low == pytest.approx(2 - half) and high == pytest.approx(2 + half)
     # Two pairs: t(0.975, 1 df) = 12.706.
     assert paired_interval([0.0, 2.0])[2] == pytest.approx(1 + 12.706 * math.sqrt(2) / math.sqrt(2))
     with pytest.raises(ValueError):

@@ -55,7 +55,8 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
                              resolution=run["training_input"]["resolution"])
     console.print(f"resnas verify {run_dir}: {len(the_plan.networks)} networks x {recipe.seeds} seeds, trained "
                   "from scratch")
-    console.print(f"  networks: {', '.join(n.label + ('' if n.kind.value == 'searched' else ' (classic)') for n in the_plan.networks)}")
+    labels = [n.label + ("" if n.kind.value == "searched" else " (classic)") for n in the_plan.networks]
+    console.print(f"  networks: {', '.join(labels)}")
     console.print(f"  recipe: {recipe.epochs} epochs, {recipe.train_samples} images, batch {recipe.batch_size}, lr "
                   f"{recipe.lr:g}, width x{recipe.width:g}, on {device}")
     console.print(f"  data  {data.description}")
@@ -83,8 +84,9 @@ def _print(console: Any, summary: Summary, out: Any, seconds: float) -> None:
     console.print(table)
     console.print(f"verdict: {summary.verdict}")
     if summary.tau is not None:
+        proxied = sum(s.network.proxy_accuracy is not None for s in summary.scores)
         console.print(f"proxy fidelity: Kendall tau {summary.tau:.2f} between the search's validation accuracy "
-                      f"and the verified test accuracy ({sum(s.network.proxy_accuracy is not None for s in summary.scores)} networks)")
+                      f"and the verified test accuracy ({proxied} networks)")
     for w in summary.warnings:
         console.print(f"warning: {w}")
     console.print(f"verification in {out}: verify.csv, summary.json, verify.png, weights/; took {seconds:.0f}s")
