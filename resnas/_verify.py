@@ -104,30 +104,35 @@ class Network:
 
 
 def choose(rows: Sequence[Mapping[str, str]], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
-    """The top searched trials by proxy accuracy, then the classics, each architecture once."""
+    """The top searched trials by proxy accuracy, then the classics (pruned ones too), each architecture once."""
     complete = [r for r in rows if r["state"] == "complete" and r["val_accuracy"]]
     complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
     searched = [r for r in complete if not r.get("name")][: recipe.top]
     if not complete:
         raise StorageError("the run has no complete trial yet: let the search train some, then verify")
     networks = [_from_row(r, NetworkKind.SEARCHED) for r in searched]
+    # A classic the pruner stopped early is still a baseline the search must beat.
+    classics = [r for r in complete if r.get("name")] + \
+        [r for r in rows if r["state"] == "pruned" and r.get("name") and r.get("arch")]
     if recipe.baselines is None:
         seen: set[str] = set()
-        for r in complete:  # best first: one row per classic
-            if r.get("name") and r["name"] not in seen:
+        for r in classics:  # complete ones first, best first: one row per classic
+            if r["name"] not in seen:
                 seen.add(r["name"])
                 networks.append(_from_row(r, NetworkKind.CLASSIC))
     else:
-        trained = {r["name"]: r for r in complete if r.get("name")}
+        trained = {r["name"]: r for r in reversed(classics)}
         networks += [_from_row(trained[n], NetworkKind.CLASSIC) if n in trained else _named(n, run)
                      for n in recipe.baselines]
     return networks
 
 
 def _from_row(row: Mapping[str, str], kind: NetworkKind) -> Network:
+    """A trial as a network to verify; a pruned trial's accuracy (of fewer epochs) is left out of the ranking."""
     arch = Arch.from_dict(json.loads(row["arch"]))
     label = row["name"] if kind is NetworkKind.CLASSIC else f"#{row['number']}"
-    return Network(label, kind, arch, int(row["flops"]), int(row["number"]), float(row["val_accuracy"]))
+    proxy = float(row["val_accuracy"]) if row["state"] == "complete" and row["val_accuracy"] else None
+    return Network(label, kind, arch, int(row["flops"]), int(row["number"]), proxy)
 
 
 def _named(name: str, run: Mapping[str, Any]) -> Network:

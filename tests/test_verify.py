@@ -245,6 +245,12 @@ def test_a_named_classic_under_the_budget_is_verified_even_if_the_study_did_not_
     nets = choose(rows, recipe, run)
     assert [(n.label, n.kind, n.trial, n.flops) for n in nets] == [
         ("resnet20", NetworkKind.CLASSIC, 0, 41_218_688), ("resnet32", NetworkKind.CLASSIC, None, 69_759_616)]
+    # By default every classic the study trained, a pruned one too (its fewer-epoch accuracy left out of the tau).
+    pruned = {"number": "1", "state": "pruned", "name": "resnet32", "val_accuracy": "0.3", "flops": "69759616",
+              "arch": json.dumps(resnas.zoo.get("resnet32").to_dict())}
+    nets = choose([*rows, pruned], Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1,
+                                          top=3), run)
+    assert [(n.label, n.trial, n.proxy_accuracy) for n in nets] == [("resnet20", 0, 0.5), ("resnet32", 1, None)]
 
 
 @pytest.mark.slow
