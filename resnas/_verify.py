@@ -106,10 +106,10 @@ class Network:
 def choose(rows: Sequence[Mapping[str, str]], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
     """The top searched trials by proxy accuracy, then the classics (pruned ones too), each architecture once."""
     complete = [r for r in rows if r["state"] == "complete" and r["val_accuracy"]]
-    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
-    searched = [r for r in complete if not r.get("name")][: recipe.top]
     if not complete:
         raise StorageError("the run has no complete trial yet: let the search train some, then verify")
+    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
+    searched = [r for r in complete if not r.get("name")][: recipe.top]
     networks = [_from_row(r, NetworkKind.SEARCHED) for r in searched]
     # A classic the pruner stopped early is still a baseline the search must beat.
     classics = [r for r in complete if r.get("name")] + \

@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from resnas._config import DeviceName
-from resnas._errors import ConfigError
+from resnas._errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from resnas._verify import Recipe, Summary, UnitResult
@@ -48,11 +48,13 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
     run = folder.read_run()
     recipe = recipe_from_args(run, args)
     the_plan = plan(folder, recipe)  # refuses a changed recipe before any data is read
-    settings = run["settings"]
+    dataset, training = run.get("settings", {}).get("dataset"), run.get("training_input")
+    if not dataset or not training:
+        raise StorageError(f"{folder.path}/run.json does not say the dataset and training input; it was written by "
+                           "an older resnas: rerun the search")
     device = resolve_device(device_name)
-    data = load_verification(settings["dataset"], root=data_root, test_root=getattr(args, "test_root", None),
-                             train_samples=recipe.train_samples, seed=0,
-                             resolution=run["training_input"]["resolution"])
+    data = load_verification(dataset, root=data_root, test_root=getattr(args, "test_root", None),
+                             train_samples=recipe.train_samples, seed=0, resolution=training["resolution"])
     console.print(f"resnas verify {run_dir}: {len(the_plan.networks)} networks x {recipe.seeds} seeds, trained "
                   "from scratch")
     labels = [n.label + ("" if n.kind.value == "searched" else " (classic)") for n in the_plan.networks]
