@@ -17,6 +17,7 @@ ARCH_FILE = "arch.json"
 SEARCHED_ARCH_FILE = "searched_arch.json"
 PROGRAM_FILE = "model.pt2"
 CARD_FILE = "card.md"
+EXPORT_FILES = (MODEL_FILE, WEIGHTS_FILE, ARCH_FILE, SEARCHED_ARCH_FILE, PROGRAM_FILE, CARD_FILE)
 
 DEFAULT_TITLE = "A network exported by resnas"
 

@@ -20,7 +20,9 @@ import importlib.util
 import inspect
 import json
 import os
+import shutil
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +53,7 @@ from resnas._card import (
     ARCH_FILE,
     CARD_FILE,
     DEFAULT_TITLE,
+    EXPORT_FILES,
     MODEL_FILE,
     PROGRAM_FILE,
     SEARCHED_ARCH_FILE,
@@ -62,7 +65,8 @@ from resnas._card import (
     scrub,
     sentence,
 )
-from resnas._errors import ConfigError
+from resnas._errors import ConfigError, StorageError
+from resnas._runfolder import ensure_writable
 
 __all__ = ["Card", "describe", "export", "load", "model_source"]
 
@@ -71,12 +75,14 @@ _MATCH_TOLERANCE = 1e-5
 
 # -- model.py --------------------------------------------------------------------------------------
 
+# model.py's docstring says this: an export folder holding a model.py without it is not resnas's.
+_OURS = "Standalone: needs PyTorch only."
 _HEADER = '''\
 """{title}
 
 {description}.
 
-Standalone: needs PyTorch only. `load()` builds the network and loads the weights.pt beside this
+{ours} `load()` builds the network and loads the weights.pt beside this
 file; `Model()` builds it freshly initialised. State-dict keys are resnas's own.
 """
 
@@ -241,7 +247,7 @@ def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str) 
     # The title comes from outside (a run folder's name): it must neither end the docstring nor escape.
     heading = " ".join(title.split()).replace("\\", "/").replace('"""', "'''")
     consts = _constants(arch, num_classes, in_channels, drop_path, linear) + _stage_table(arch, plan)
-    parts = [_HEADER.format(title=heading, description=textwrap.fill(sentence(arch), width=100))
+    parts = [_HEADER.format(title=heading, description=textwrap.fill(sentence(arch), width=100), ours=_OURS)
              + "\n" + "\n".join(consts) + "\n"]
     parts += [_SURVIVAL_PROBS] * linear + [shared_source(conv)] + [shared_source(DropPath)] * drop_path
     parts += [shared_source(Stem)] + _block_classes(arch, plan, drop_path)
@@ -338,25 +344,37 @@ def _write_model(source: str, net: nn.Module, out: Path, example: torch.Tensor) 
 
 def _write_rest(arch: Arch, card: Card, net: nn.Module, model: nn.Module, example: torch.Tensor, out: Path,
                 trained: bool, pt2: bool) -> None:
-    """weights.pt, arch.json, searched_arch.json, model.pt2; removes those an earlier export left."""
-    stale = []
+    """weights.pt (trained only), arch.json, searched_arch.json (when narrowed), model.pt2 (when `pt2`)."""
     if trained:
         torch.save(net.state_dict(), out / WEIGHTS_FILE)
-    else:
-        stale.append(WEIGHTS_FILE)
     (out / ARCH_FILE).write_text(_json(arch), encoding="utf-8")
     searched = card.get("searched_arch")
     if searched is not None and searched != arch:
         (out / SEARCHED_ARCH_FILE).write_text(_json(searched), encoding="utf-8")
-    else:
-        stale.append(SEARCHED_ARCH_FILE)
     if pt2:
         torch.export.save(_program(model, example), out / PROGRAM_FILE)
-    else:
-        stale.append(PROGRAM_FILE)
-    # An earlier export into the same folder must not leave files that describe another network.
-    for name in stale:
-        (out / name).unlink(missing_ok=True)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse a file, or a folder holding export files that resnas did not write (a user's model.py...)."""
+    if out.exists() and not out.is_dir():
+        raise StorageError(f"{out} is a file, not a folder; pass a new folder", field="out")
+    clash = [name for name in EXPORT_FILES if (out / name).exists()]
+    model = out / MODEL_FILE
+    ours = model.is_file() and _OURS in model.read_text(encoding="utf-8", errors="replace")[:2000]
+    if clash and not ours:
+        raise StorageError(f"{out} holds {', '.join(clash)}, which resnas did not write and will not "
+                           "overwrite; pass a new or empty folder", field="out")
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move a complete export from `stage` into `out`, removing what an earlier export left there."""
+    ensure_writable(out, "the export folder")
+    for name in EXPORT_FILES:
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+        else:  # an earlier export's file that would describe another network
+            (out / name).unlink(missing_ok=True)
 
 
 def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: str | os.PathLike[str], *,
@@ -370,16 +388,23 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
     """
     info: Card = card if card is not None else {}
     resolution = _resolution(info, resolution, num_classes, in_channels)
-    net = _network(arch, state_dict, num_classes, in_channels)
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
+    net = _network(arch, state_dict, num_classes, in_channels)
     title = scrub(info.get("title", DEFAULT_TITLE))
     source = model_source(arch, num_classes=num_classes, in_channels=in_channels, title=title)
     example = torch.randn(2, in_channels, resolution, resolution, generator=torch.Generator().manual_seed(0))
-    model = _write_model(source, net, out, example)
     trained = state_dict is not None
-    _write_rest(arch, info, net, model, example, out, trained, pt2)
     io = FolderInfo(num_classes=num_classes, in_channels=in_channels, resolution=resolution, trained=trained,
                     pt2=pt2)
-    (out / CARD_FILE).write_text(render(arch, info, out.name, io), encoding="utf-8")
+    ensure_writable(out.parent, "the export folder's parent")
+    # Written beside `out` first: a failed or killed export leaves `out` as it was.
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model = _write_model(source, net, stage, example)
+        _write_rest(arch, info, net, model, example, stage, trained, pt2)
+        (stage / CARD_FILE).write_text(render(arch, info, out.name, io), encoding="utf-8")
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return out

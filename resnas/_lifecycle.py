@@ -1,7 +1,8 @@
 """The trial lifecycle both backends share: set up, propose and screen, train, settle, publish, stop.
 
-    SearchCore.prepare   run folder, space, the budget's feasibility (before any cluster or data)
-    SearchCore.open      data, proxy width, the study (settings checked, seed offset), openings, run.json
+    SearchCore.prepare   space, the budget's feasibility, the run folder claimed (before any cluster or data)
+    SearchCore.open      data, proxy width, the study (its owner and settings checked, seed offset), openings
+    claiming()           processes sharing the study take turns from deciding to start a trial to starting it
     propose -> dismiss   an over-budget proposal, or one already trained (a duplicate), is told at once
             -> start     a fitting new one is recorded, then trained by `train_trial` (here, or in a Ray worker)
     epoch_done           each epoch: recorded, reported to the pruner and the reporter
@@ -12,23 +13,27 @@ A backend (resnas._local, resnas._ray) decides only where `train_trial` runs and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from resnas._build import count
 from resnas._config import DeviceName, SearchConfig
-from resnas._errors import ConfigError, ResnasError
-from resnas._runfolder import RunFolder
+from resnas._errors import ConfigError, ResnasError, StorageError
+from resnas._runfolder import Owner, RunFolder
 from resnas._study import (
     Progress,
     Screened,
     Study,
     Twin,
+    exclusive,
+    find_study,
+    lock_path,
     record_epoch,
     record_screen,
     record_start,
@@ -56,6 +61,7 @@ MAX_CONSECUTIVE_DUPLICATES = 50
 # After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
 MAX_CONSECUTIVE_FAILURES = 3
 PLOT_INTERVAL_S = 30.0
+WAIT_FOR_OTHERS_S = 2.0  # polling interval while other processes finish this study's last trials
 STRATIFY_DRAWS = 400  # per kind: half uniform, then ever closer to the cheapest
 # Samples drawn at start to estimate the fraction of the space under the budget (~0.2 ms each).
 FEASIBILITY_SAMPLES = 2000
@@ -298,26 +304,33 @@ class SearchCore:
     sampler_seed: int  # the seed, offset by the trials so far, that this run's sampler draws with
     openings: Openings
 
-    def __init__(self, cfg: SearchConfig, report: Report, folder: RunFolder, space: SearchSpace, space_text: str,
-                 fraction: float) -> None:
-        self.cfg, self.report, self.folder = cfg, report, folder
+    def __init__(self, cfg: SearchConfig, report: Report, folder: RunFolder, owner: Owner, space: SearchSpace,
+                 space_text: str, fraction: float) -> None:
+        self.cfg, self.report, self.folder, self.owner = cfg, report, folder, owner
         self.space, self._space_text, self.fraction = space, space_text, fraction
         self.error: ResnasError | None = None  # set when the search must stop: raised once the backend returns
         self.trained = 0
+        self.elsewhere = 0  # trials other processes are training for this study
         self._rejected_in_a_row = self._failed_in_a_row = self._duplicates_in_a_row = 0
         self._exhausted = False  # the sampler proposed only trained architectures for a long while
         self._started = time.monotonic()
         self._next_plot = self._started + PLOT_INTERVAL_S
         self._timed_out = False
         self.opened = False
+        self._lock = lock_path(folder.study_url(cfg.storage), folder.path)
 
     @classmethod
     def prepare(cls, cfg: SearchConfig, report: Report) -> SearchCore:
-        """The checks that need neither data nor a cluster: run folder, space, the budget's feasibility."""
-        folder = RunFolder(cfg.out)
-        folder.prepare()
+        """The checks that need neither data nor a cluster: space, the budget's feasibility, the run folder."""
         space, text = load_space(cfg.space)
-        return cls(cfg, report, folder, space, text, check_budget_is_feasible(space, cfg.budget))
+        fraction = check_budget_is_feasible(space, cfg.budget)
+        folder = RunFolder(cfg.out)
+        owner = folder.claim(Owner(cfg.study, cfg.storage))
+        return cls(cfg, report, folder, owner, space, text, fraction)
+
+    def claiming(self) -> contextlib.AbstractContextManager[None]:
+        """Turns among the processes of this study: hold it from counting the trials to starting one."""
+        return exclusive(self._lock)
 
     def open(self, device: torch.device | str, faults: Faults, *, recover: bool = True) -> None:
         """Load the data, open the study (interrupted trials queued again unless `recover` is False), report."""
@@ -326,16 +339,11 @@ class SearchCore:
         kind = device if isinstance(device, str) else device.type
         self.proxy_width = cfg.proxy_width or (1.0 if kind == "cuda" else 0.5)
         self.job = TrialJob(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, str(device), faults.loss)
-        fingerprint = cfg.fingerprint(self._space_text, self.proxy_width)
-        url = self.folder.study_url(cfg.storage)
-        probe = Study.open(cfg, url, fingerprint, cfg.seed)
-        # A resumed run must not replay the first run's random draws: offset the seed by the trials so far.
-        self.sampler_seed = cfg.seed + len(probe)
-        self.study = Study.open(cfg, url, fingerprint, self.sampler_seed) if len(probe) else probe
-        recovered = self.study.recover_interrupted() if recover else []
-        self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics)
-        self.folder.write_run(self._run_file())
-        self.trained = self.study.trained_count()
+        with self.claiming():
+            recovered = self._open_study(recover)
+            self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics)
+            self.folder.write_run(self.owner, self._run_file())
+        self.refresh()
         self.opened = True
         self.report.start(cfg, self.space, self.data, device, self.fraction, self.proxy_width, self.trained,
                           recovered)
@@ -344,6 +352,49 @@ class SearchCore:
         if self.openings.kinds:
             kinds = ", ".join(self.openings.kinds)
             self.report.note(f"  then one fitting architecture per other shortcut kind: {kinds}")
+
+    def _open_study(self, recover: bool) -> list[int]:
+        """The run folder's study, never one that lost or replaced the folder's results; its recovered trials."""
+        cfg = self.cfg
+        url = self.folder.study_url(cfg.storage)
+        self._check_study_is_the_folders(url)
+        fingerprint = cfg.fingerprint(self._space_text, self.proxy_width)
+        probe = Study.open(cfg, url, fingerprint, cfg.seed)
+        # A resumed run must not replay the first run's random draws: offset the seed by the trials so far.
+        self.sampler_seed = cfg.seed + len(probe)
+        self.study = Study.open(cfg, url, fingerprint, self.sampler_seed) if len(probe) else probe
+        self.owner = Owner(self.owner.study, self.owner.storage, self.study.id)
+        self._check_keep_top()
+        return self.study.recover_interrupted() if recover else []
+
+    def _check_study_is_the_folders(self, url: str) -> None:
+        """Refuse a study that vanished, emptied or was replaced while the folder holds its finished trials."""
+        finished = self.folder.finished_trials()
+        if not finished:
+            return
+        found = find_study(url, self.cfg.study)
+        where = self.owner.where(self.folder.path)
+        if found is None or found.trials == 0:
+            problem = "is gone" if found is None else "is empty"
+        elif self.owner.study_id is not None and found.study_id != self.owner.study_id:
+            problem = "is not the study this folder was made by"
+        else:
+            return
+        raise StorageError(f"{where} {problem}, but {self.folder.path} holds {finished} finished trials of it "
+                           "(trials.csv, weights): restore the study from a backup, or pass a new --out to "
+                           "start over; resnas will not overwrite them")
+
+    def _check_keep_top(self) -> None:
+        """A resume must not delete weights an earlier run kept because --keep-top is lower now."""
+        before = self.folder.read_run().get("settings", {}).get("keep_top")
+        if not isinstance(before, int) or self.cfg.keep_top >= before:
+            return
+        recs = self.study.records(self.cfg.budget)
+        doomed = sorted(set(self.folder.outside(recs, self.cfg.keep_top)) - set(self.folder.outside(recs, before)))
+        if doomed:
+            raise ConfigError(f"{self.cfg.keep_top} would delete the kept weights of trials "
+                              f"{', '.join(map(str, doomed))} in {self.folder.path / 'weights'}; pass a larger "
+                              "--keep-top, or move those files away first", field="keep_top")
 
     def _run_file(self) -> dict[str, Any]:
         """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""
@@ -366,8 +417,10 @@ class SearchCore:
     # -- the lifecycle, in order ------------------------------------------------------------------
 
     def wants_more(self, in_flight: int = 0) -> bool:
-        """Whether to start another trial: no error, target not reached counting `in_flight`, no timeout."""
-        if self.error is not None or self._exhausted or self.trained + in_flight >= self.cfg.trials:
+        """Whether to start another trial: no error, no timeout, target not reached counting `in_flight` and
+        the trials other processes are training (as of the last `refresh`)."""
+        if self.error is not None or self._exhausted or \
+                self.trained + self.elsewhere + in_flight >= self.cfg.trials:
             return False
         if self.cfg.timeout is not None and time.monotonic() - self._started > self.cfg.timeout:
             if not self._timed_out:
@@ -377,13 +430,15 @@ class SearchCore:
         return True
 
     def refresh(self) -> None:
-        """Recount the trained trials from the study: other processes may be training for it too."""
+        """Recount the trained trials, and those other processes are training, from the study."""
         self.trained = self.study.trained_count()
+        self.elsewhere = self.study.training_elsewhere()
 
     @property
     def done(self) -> bool:
         """The search ended as asked: target reached or timed out (not stopped by an error or Ctrl-C)."""
-        return self.error is None and (self.trained >= self.cfg.trials or self._timed_out or self._exhausted)
+        return self.error is None and (self.trained + self.elsewhere >= self.cfg.trials or self._timed_out
+                                       or self._exhausted)
 
     def propose(self, trial: optuna.Trial) -> Proposal:
         """The trial's architecture (define-by-run), priced and recorded with its constraint; its twin, if any."""
@@ -465,10 +520,21 @@ class SearchCore:
             self._next_plot = time.monotonic() + PLOT_INTERVAL_S
         return recs
 
+    def _await_others(self) -> None:
+        """Wait for the trials other live processes are still training, so the summary is the whole study's."""
+        self.refresh()
+        if self.elsewhere:
+            self.report.note(f"waiting for {self.elsewhere} trial(s) that other processes are training for this "
+                             "study")
+        while self.elsewhere:
+            time.sleep(WAIT_FOR_OTHERS_S)
+            self.refresh()
+
     def finish(self) -> list[TrialRecord]:
         """Raise what stopped the search, or write the run folder a last time and report the leaderboard."""
         if self.error is not None:
             raise self.error
+        self._await_others()
         recs = self.write(final=True)
         self.report.finish(recs, self.folder.path)
         return recs

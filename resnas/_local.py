@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from resnas._lifecycle import Faults, Outcome, Pruned, SearchCore, resolve_device, train_trial
-from resnas._study import Progress, Screened
+from resnas._lifecycle import Faults, Outcome, Proposal, Pruned, SearchCore, resolve_device, train_trial
+from resnas._study import Progress
 
 if TYPE_CHECKING:
     import optuna
+
+    from resnas._arch import Arch
 
 
 class LocalBackend:
@@ -16,26 +18,38 @@ class LocalBackend:
 
     def run(self, core: SearchCore, faults: Faults) -> None:
         core.open(resolve_device(core.cfg.device), faults)
-        # Several processes may share the study (Optuna's way to parallelise): each recounts before a trial.
         while True:
-            core.refresh()
-            if not core.wants_more():
+            started = self._next(core)
+            if started is None:
                 break
-            core.report.trial_start(core.trained + 1, core.cfg.trials)
-            core.openings.queue_next(core.study)
-            trial = core.study.optuna.ask()
-            proposal = core.propose(trial)
-            if not proposal.trainable:
-                core.dismiss(trial, proposal)
-                continue
-            outcome = self._train(core, trial, proposal.screened)
+            trial, proposal, trained = started
+            outcome = self._train(core, trial, trained)
             core.settle(trial, outcome, proposal.screened.cost.flops)
             core.publish(trial.number, outcome.weights)
 
     @staticmethod
-    def _train(core: SearchCore, trial: optuna.Trial, screened: Screened) -> Outcome:
+    def _next(core: SearchCore) -> tuple[optuna.Trial, Proposal, Arch] | None:
+        """The next trial to train, started; None when the search wants no more.
+
+        Several processes may share the study (Optuna's way to parallelise): they take turns from counting
+        the trials to starting one, so none trains an architecture another one is training, nor one too many.
+        """
+        with core.claiming():
+            while True:
+                core.refresh()
+                if not core.wants_more():
+                    return None
+                core.report.trial_start(core.trained + core.elsewhere + 1, core.cfg.trials)
+                core.openings.queue_next(core.study)
+                trial = core.study.optuna.ask()
+                proposal = core.propose(trial)
+                if proposal.trainable:
+                    return trial, proposal, core.start(trial, proposal.screened)
+                core.dismiss(trial, proposal)
+
+    @staticmethod
+    def _train(core: SearchCore, trial: optuna.Trial, trained: Arch) -> Outcome:
         """Train the trial here, pruned by the study's pruner; Ctrl-C settles it as interrupted."""
-        trained = core.start(trial, screened)
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             core.epoch_done(trial, Progress(epoch, accuracy))

@@ -167,6 +167,11 @@ class _BudgetedSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         """A config for a new Tune trial, None to wait for running ones, or FINISHED."""
         s = _active()
+        with s.core.claiming():  # another driver or `resnas search` process may share the study
+            s.core.refresh()
+            return self._suggest(trial_id, s)
+
+    def _suggest(self, trial_id: str, s: _Session) -> dict[str, Any] | str | None:
         core = s.core
         if not core.wants_more():
             return Searcher.FINISHED
@@ -345,6 +350,8 @@ def _trial_device(cfg: SearchConfig) -> str:
 def _connected(address: str | None) -> Iterator[None]:
     """Attached to the cluster at `address`, or to a local Ray instance sized to this machine, while it runs."""
     # Worker output would interleave with the progress lines; failures reach the driver as Tune errors.
+    if address is not None:
+        _check_reachable(address)
     try:
         if address is None:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
@@ -358,6 +365,24 @@ def _connected(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at a HOST:PORT address (ray.init would retry for minutes, logging)."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if match is None:
+        return  # "auto" and other forms Ray resolves itself
+    host, port = match[1], int(match[2])
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e) or type(e).__name__)
+        raise StorageError(f"cannot reach a Ray cluster at {address} ({why}); start its head with `ray start "
+                           "--head`, which prints the address to give, or leave the address out for a local "
+                           "one", field="address") from None
 
 
 @contextlib.contextmanager

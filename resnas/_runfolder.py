@@ -1,7 +1,8 @@
 """`RunFolder`: the one owner of a run's files, for the search that writes them and the commands that read them.
 
 Layout of a run folder (`--out`):
-    run.json               the search's settings (space, budget, data and training proxy)
+    run.json               its owner (the study it belongs to) and the search's settings (space, budget, data
+                           and training proxy); written first, so a folder without it is not resnas's
     study.db               the Optuna study (SQLite) unless another storage is given
     trials.csv             one row per trial, rewritten as trials finish
     accuracy_vs_flops.png  every trained trial, the budget line and the Pareto front
@@ -12,17 +13,22 @@ Layout of a run folder (`--out`):
                            classes and channels (run.json's training_input)
     verify/                `resnas verify`: verify.json (recipe, networks), verify.csv (one row per network
                            and seed), summary.json, verify.png, weights/<network>.pt (seed 0's)
+
+A run folder belongs to one study (`Owner`): `claim` refuses a folder that holds another study, or files
+resnas did not write, and resnas never deletes or overwrites a file it did not write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,18 +47,61 @@ PLOT_FILE = "accuracy_vs_flops.png"
 WEIGHTS_DIR = "weights"
 BEST_DIR = "best"
 VERIFY_DIR = "verify"
+# What resnas writes in a run folder besides run.json: found in a folder without run.json, they are a user's.
+RUN_NAMES = (STUDY_FILE, TRIALS_FILE, PLOT_FILE, WEIGHTS_DIR, BEST_DIR, VERIFY_DIR)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a killed run never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+@dataclass(frozen=True)
+class Owner:
+    """The study a run folder belongs to: its name, its storage URL as given (None: study.db in the folder),
+    and the id resnas gave the study when it was created (None until the folder first opened it)."""
+
+    study: str
+    storage: str | None
+    study_id: str | None = None
+
+    def same_study(self, other: Owner) -> bool:
+        return (self.study, self.storage) == (other.study, other.storage)
+
+    def where(self, folder: Path) -> str:
+        return f"study {self.study!r} in {self.storage or folder / STUDY_FILE}"
+
+
+@contextlib.contextmanager
+def _temporary(path: Path) -> Iterator[Path]:
+    """A new temporary file beside `path`, removed unless renamed away; created like open() creates files
+    (0666 less the umask: mkstemp's 0600 would make run files unreadable to the group that reads weights)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name beside {path}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
+    """Write via a temporary file and rename, so a killed run never leaves a half-written file.
+
+    `exclusive`: only if `path` does not exist yet (a hard link fails on an existing name: no race);
+    returns whether it was written.
+    """
+    with _temporary(path) as tmp:
+        tmp.write_bytes(data)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    return True
 
 
 def ensure_writable(folder: Path, what: str = "the output folder") -> None:
@@ -72,10 +121,64 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._created = False  # by `claim`: `abandon` may remove it again
 
-    def prepare(self) -> None:
-        """Create the folder, or fail with a StorageError."""
-        ensure_writable(self.path, "the run folder")
+    def claim(self, owner: Owner) -> Owner:
+        """Make this `owner`'s run folder; returns the owner it records (with the study's id once known).
+
+        Refused (StorageError): a file, a run folder of another study, or a folder holding files resnas did
+        not write (no run.json). Concurrent claims of a new folder by one study agree (run.json is created
+        exclusively).
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise StorageError(f"{self.path} is a file, not a folder; pass a new folder or a run folder of this "
+                               "search", field="out")
+        recorded = self._owner()
+        if recorded is None:
+            foreign = [name for name in RUN_NAMES if (self.path / name).exists()]
+            if foreign:
+                raise StorageError(f"{self.path} holds {', '.join(foreign)} but no {RUN_FILE}: resnas did not "
+                                   "write them and will not overwrite them; pass a new or empty folder",
+                                   field="out")
+            self._created = not self.path.exists()
+            ensure_writable(self.path, "the run folder")
+            if atomic_write(self.path / RUN_FILE, _json({"owner": asdict(owner)}), exclusive=True):
+                return owner
+            recorded = self._owner()  # another process of the same command claimed it first
+            assert recorded is not None
+        if not recorded.same_study(owner):
+            raise StorageError(f"{self.path} is the run folder of {recorded.where(self.path)}; a run folder "
+                               f"keeps one study, so pass a new folder for study {owner.study!r}", field="out")
+        return recorded
+
+    def abandon(self) -> None:
+        """Undo `claim` of a folder it created, when the search failed before opening its study."""
+        if self._created and not (self.path / STUDY_FILE).exists():
+            (self.path / RUN_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if nothing else was put there meanwhile
+
+    def _owner(self) -> Owner | None:
+        """The owner run.json records; None without run.json; a StorageError for someone else's run.json."""
+        if not (self.path / RUN_FILE).is_file():
+            return None
+        run = self.read_run()
+        owner = run.get("owner")
+        try:
+            if isinstance(owner, dict):
+                return Owner(**owner)
+            if isinstance(run.get("settings"), dict) and "proxy_width" in run:  # written before owners
+                return Owner(run["settings"]["study"], None)
+        except (TypeError, KeyError):
+            pass
+        raise StorageError(f"{self.path / RUN_FILE} was not written by resnas; pass a new folder", field="out")
+
+    def finished_trials(self) -> int:
+        """Trained trials this folder holds results of (trials.csv rows, kept weights): what must not be lost."""
+        trained = sum(r.get("state") in (TrialState.COMPLETE.value, TrialState.PRUNED.value)
+                      for r in self.read_trials())
+        folder = self.path / WEIGHTS_DIR
+        return max(trained, len(list(folder.glob("trial_*.pt"))) if folder.is_dir() else 0)
 
     def verification(self) -> VerifyFolder:
         """The files of `resnas verify` in this run."""
@@ -87,8 +190,9 @@ class RunFolder:
 
     # -- run.json ---------------------------------------------------------------------------------
 
-    def write_run(self, run: Mapping[str, Any]) -> None:
-        atomic_write(self.path / RUN_FILE, json.dumps(run, indent=2).encode())
+    def write_run(self, owner: Owner, run: Mapping[str, Any]) -> None:
+        """run.json: `owner` first, then `run`."""
+        atomic_write(self.path / RUN_FILE, _json({"owner": asdict(owner), **run}))
 
     def read_run(self) -> dict[str, Any]:
         """run.json, or a StorageError saying the folder is not a run."""
@@ -129,29 +233,37 @@ class RunFolder:
         """A trial's state dict, on the CPU, written atomically."""
         _save_state(self.weights_path(number), state)
 
-    def keep_weights(self, records: list[TrialRecord], keep_top: int) -> set[int]:
-        """Delete weight files outside the top `keep_top` and the Pareto front; refresh best/."""
+    def outside(self, records: list[TrialRecord], keep_top: int) -> list[int]:
+        """Trials whose weight files `keep_weights(records, keep_top)` would delete."""
         keep = {r.number for r in ranked(records)[:keep_top]} | {r.number for r in pareto_front(records)}
+        return sorted(set(self._kept()) - keep)
+
+    def _kept(self) -> dict[int, Path]:
         folder = self.path / WEIGHTS_DIR
+        found = {}
         for f in folder.glob("trial_*.pt") if folder.is_dir() else ():
-            try:
-                number = int(f.stem.split("_")[1])
-            except (IndexError, ValueError):
-                continue
-            if number not in keep:
-                f.unlink(missing_ok=True)
+            with contextlib.suppress(IndexError, ValueError):
+                found[int(f.stem.split("_")[1])] = f
+        return found
+
+    def keep_weights(self, records: list[TrialRecord], keep_top: int) -> None:
+        """Delete weight files outside the top `keep_top` and the Pareto front; refresh best/."""
+        kept = self._kept()
+        for number in self.outside(records, keep_top):
+            kept[number].unlink(missing_ok=True)
         best = ranked(records)[:1]
         if best and self.weights_path(best[0].number).is_file():
             self._write_best(best[0])
-        return keep
 
     def _write_best(self, best: TrialRecord) -> None:
         folder = self.path / BEST_DIR
         folder.mkdir(exist_ok=True)
-        atomic_write(folder / "arch.json", json.dumps(best.arch, indent=2, sort_keys=True).encode())
-        atomic_write(folder / "trained_arch.json", json.dumps(best.trained_arch, indent=2, sort_keys=True).encode())
-        shutil.copyfile(self.weights_path(best.number), folder / "weights.pt")
-        atomic_write(folder / "trial.json", json.dumps(best.row(), indent=2).encode())
+        atomic_write(folder / "arch.json", _json(best.arch, sort_keys=True))
+        atomic_write(folder / "trained_arch.json", _json(best.trained_arch, sort_keys=True))
+        with _temporary(folder / "weights.pt") as tmp:  # two processes may publish best/ at once
+            shutil.copyfile(self.weights_path(best.number), tmp)
+            os.replace(tmp, folder / "weights.pt")
+        atomic_write(folder / "trial.json", _json(best.row()))
 
     # -- the plot ---------------------------------------------------------------------------------
 
@@ -184,10 +296,7 @@ class RunFolder:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{PLOT_FILE}.", suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp)
-        os.replace(tmp, self.path / PLOT_FILE)
+        _save_figure(fig, self.path / PLOT_FILE)
 
 
 class VerifyFolder:
@@ -203,13 +312,13 @@ class VerifyFolder:
 
     def write_plan(self, plan: Mapping[str, Any]) -> None:
         ensure_writable(self.path, "the verification folder")
-        atomic_write(self.path / self.PLAN, json.dumps(plan, indent=2).encode())
+        atomic_write(self.path / self.PLAN, _json(plan))
 
     def read_summary(self) -> dict[str, Any] | None:
         return self._read_json(self.SUMMARY)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        atomic_write(self.path / self.SUMMARY, json.dumps(summary, indent=2).encode())
+        atomic_write(self.path / self.SUMMARY, _json(summary))
 
     def _read_json(self, name: str) -> dict[str, Any] | None:
         path = self.path / name
@@ -261,10 +370,11 @@ class VerifyFolder:
         ax.set_title(summary.verdict, fontsize=7, wrap=True)
         ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{self.PLOT}.", suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp)
-        os.replace(tmp, self.path / self.PLOT)
+        _save_figure(fig, self.path / self.PLOT)
+
+
+def _json(data: Any, *, sort_keys: bool = False) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=sort_keys).encode()
 
 
 def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
@@ -272,6 +382,13 @@ def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
+    with _temporary(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+        os.replace(tmp, path)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib Figure as a PNG, written atomically."""
+    with _temporary(path) as tmp:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)

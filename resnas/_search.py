@@ -38,8 +38,10 @@ def search(cfg: SearchConfig, report: Report, *, faults: Faults | None = None) -
     core = SearchCore.prepare(cfg, report)
     try:
         _backend(cfg.backend).run(core, faults or Faults())
-    except KeyboardInterrupt:
-        if core.opened:
+    except BaseException as e:
+        if not core.opened:
+            core.folder.abandon()  # failed before its study opened: leave no empty run folder behind
+        elif isinstance(e, KeyboardInterrupt):
             core.write(final=True)
         raise
     return core.finish()

@@ -7,11 +7,16 @@ the one Ray's OptunaSearch keeps on the same storage.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
+import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -35,7 +40,7 @@ class _Key:
     EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
     NAME, CLASSIC, DUPLICATE_OF = "name", "classic", "duplicate_of"
-    SETTINGS = "resnas_settings"
+    SETTINGS, STUDY_ID = "resnas_settings", "resnas_study_id"
 
 
 # Feasible when <= 0: the samplers read it to learn where the budget's edge lies.
@@ -194,11 +199,66 @@ def tell_interrupted(trial: optuna.Trial, reason: str) -> None:
     trial.study.tell(trial, state=_FROZEN.FAIL)
 
 
+@dataclass(frozen=True)
+class Found:
+    """A stored study before it is opened: the id resnas gave it (None: not made by resnas) and its trial count."""
+
+    study_id: str | None
+    trials: int
+
+
+def find_study(storage: str, name: str) -> Found | None:
+    """The study `name` in `storage`, or None when there is none; a StorageError for an unreadable storage."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna's notice that summaries are experimental
+            summaries = optuna.study.get_all_study_summaries(storage, include_best_trial=False)
+    except Exception as e:  # SQLAlchemy's errors for a bad URL, an unreachable or a corrupt database
+        raise _storage_error(storage, e) from None
+    found = next((s for s in summaries if s.study_name == name), None)
+    return None if found is None else Found(found.user_attrs.get(_Key.STUDY_ID), found.n_trials)
+
+
+def _storage_error(storage: str, e: Exception) -> StorageError:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return StorageError(f"cannot use the study's storage {storage}: {first}; restore it from a backup or pass a "
+                        "new run folder")
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the advisory lock of `path` while the block runs (processes that share a study take turns).
+
+    fcntl.flock, not a lock file: the kernel releases it when its process dies, even by SIGKILL. Not
+    re-entrant: a process must not nest two blocks on one path.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_path(storage: str, folder: Path) -> Path:
+    """The lock beside a SQLite study's file (every process on it shares that), else in the run folder."""
+    if storage.startswith("sqlite:///"):
+        db = Path(storage.removeprefix("sqlite:///"))
+        if os.access(db.parent, os.W_OK):
+            return db.with_name(f".{db.name}.lock")
+    return folder / ".study.lock"
+
+
 class Study:
     """The study of a run: opened with its settings checked, read as `TrialRecord`s."""
 
     def __init__(self, study: optuna.Study) -> None:
         self.optuna = study
+
+    @property
+    def id(self) -> str:
+        """The id resnas gave this study when it created it (set by `open`)."""
+        return str(self.optuna.user_attrs[_Key.STUDY_ID])
 
     @classmethod
     def open(cls, cfg: SearchConfig, storage: str, fingerprint: dict[str, Any], sampler_seed: int) -> Study:
@@ -210,9 +270,10 @@ class Study:
                 sampler=make_sampler(cfg, sampler_seed), pruner=make_pruner(cfg))
         except ValueError as e:  # e.g. an existing study with other directions
             raise ConfigError(f"study {cfg.study!r} in {storage}: {e}; use another study name or run folder") from None
-        except Exception as e:  # SQLAlchemy's errors for a bad URL or an unreachable database
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise StorageError(f"cannot open the study's storage {storage}: {first}") from None
+        except Exception as e:  # SQLAlchemy's errors for a bad URL, an unreachable or a corrupt database
+            raise _storage_error(storage, e) from None
+        if _Key.STUDY_ID not in study.user_attrs:
+            study.set_user_attr(_Key.STUDY_ID, uuid.uuid4().hex)
         known = study.user_attrs.get(_Key.SETTINGS)
         if known is None:
             study.set_user_attr(_Key.SETTINGS, fingerprint)
@@ -230,6 +291,11 @@ class Study:
 
     def trained_count(self) -> int:
         return sum(_state_of(t).trained for t in self._trials())
+
+    def training_elsewhere(self) -> int:
+        """Trials that other live processes are training for this study (started, not yet settled)."""
+        me = worker_id()
+        return sum(_claimed(t) and t.user_attrs[_Key.WORKER] != me for t in self._trials(_FROZEN.RUNNING))
 
     def recover_interrupted(self) -> list[int]:
         """Mark trials of dead processes interrupted (failed) and queue their architectures again."""
@@ -262,17 +328,17 @@ class Study:
         (study or self.optuna).enqueue_trial(params, user_attrs=attrs)
 
     def twin_of(self, arch: Arch, number: int) -> Twin | None:
-        """The first other trial with `arch` that was trained, or (numbered before `number`) is training.
+        """The first other trial with `arch` that was trained, or that a live process is training.
 
-        Only earlier running trials count: two processes proposing the same Arch at once must not each
-        leave it to the other.
+        Processes sharing the study propose under one lock (`exclusive`), so the one that proposes second
+        sees the first one's trial started.
         """
         key = _arch_key(arch.to_dict())
         for t in self._trials():
             if t.number == number or _arch_key(t.user_attrs.get(_Key.ARCH)) != key:
                 continue
             state = _state_of(t)
-            if state.trained or (state is TrialState.RUNNING and t.number < number):
+            if state.trained or (state is TrialState.RUNNING and _claimed(t)):
                 return Twin(t.number, state, tuple(t.values) if t.values is not None else None)
         return None
 
@@ -309,6 +375,13 @@ def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
         epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),
         images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""), reason=ua.get(_Key.REASON, ""),
         arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
+
+
+def _claimed(t: optuna.trial.FrozenTrial) -> bool:
+    """A running trial whose process started training it and is alive (or on another machine)."""
+    worker = t.user_attrs.get(_Key.WORKER)
+    return t.state is _FROZEN.RUNNING and _Key.TRAINED_ARCH in t.user_attrs and bool(worker) \
+        and _process_alive(worker)
 
 
 def _arch_key(arch: dict[str, Any] | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -346,9 +347,9 @@ def test_no_architecture_is_trained_twice(tmp_path: Path, backend: Backend) -> N
     assert len(trained(out)) == 2 and len([r for r in rows(out) if r["state"] == "duplicate"]) == 100
 
 
-def test_a_proposal_equal_to_a_trained_or_earlier_running_trial_has_a_twin() -> None:
-    from resnas._study import Study, record_screen
+def test_a_proposal_equal_to_a_trained_or_started_trial_has_a_twin() -> None:
     from resnas._lifecycle import screen
+    from resnas._study import Study, record_screen, record_start
 
     space = resnas.SearchSpace.from_yaml(SPACE)
     arch = resnas.zoo.get("resnet20")
@@ -358,10 +359,15 @@ def test_a_proposal_equal_to_a_trained_or_earlier_running_trial_has_a_twin() -> 
     for trial, a in ((first, arch), (second, arch), (third, other)):
         record_screen(trial, screen(a, space, 10**9), 10**9)
     adapter = Study(study)
-    # Both running: only the later one defers to the earlier, so one of them always trains.
+    # Proposed, not started: no twin yet (processes propose in turns, so a started one is always seen).
+    assert adapter.twin_of(arch, second.number) is None
+    record_start(first, arch, 1)  # this live process trains it
     assert adapter.twin_of(arch, second.number).number == first.number
-    assert adapter.twin_of(arch, first.number) is None
-    assert adapter.twin_of(other, 99) is not None and adapter.twin_of(other, third.number) is None
+    assert adapter.twin_of(arch, first.number) is None  # not its own twin
+    # Started by a process that died: its architecture is retried, so it is nobody's twin.
+    record_start(third, other, 1)
+    third.set_user_attr("worker", f"{socket.gethostname()}:{_dead_pid()}")
+    assert adapter.twin_of(other, 99) is None
     first.set_user_attr("state", "complete")
     study.tell(first, 0.5)
     twin = adapter.twin_of(arch, 99)
@@ -370,3 +376,10 @@ def test_a_proposal_equal_to_a_trained_or_earlier_running_trial_has_a_twin() -> 
     third.set_user_attr("state", "failed")
     study.tell(third, state=optuna.trial.TrialState.FAIL)
     assert adapter.twin_of(other, 99) is None
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

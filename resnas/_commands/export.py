@@ -48,8 +48,17 @@ def _select(run: RunFolder, top: int | None, trial: int | None) -> list[dict[str
         return [row]
     if top is not None and top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
+    best = complete[0]
+    if top is None and best not in kept:
+        raise UserError(f"the best trial, {best['number']}, has no weights file "
+                        f"({run.weights_path(int(best['number']))}): restore it, or export another trial with "
+                        f"--trial N (trials with weights: {_numbers(kept)})")
     if not kept:
         raise UserError(f"no complete trial of {run_dir} has kept weights (complete: {_numbers(complete)})")
+    skipped = [r for r in complete[: top or 1] if r not in kept]
+    if skipped:
+        print(f"trials {_numbers(skipped)} rank among the best {top} but have no weights file; exporting the next "
+              "best with weights instead")
     return kept[: top or 1]
 
 

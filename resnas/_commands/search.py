@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from resnas._budget import format_flops
 from resnas._config import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
 from resnas._trial import TrialRecord, TrialState, pareto_front, ranked
 
@@ -54,10 +55,10 @@ class Reporter:
     def start(self, cfg: SearchConfig, space: Any, data: Any, device: Any, fraction: float, proxy_width: float,
               done: int, recovered: list[int]) -> None:
         c = self.console
-        c.print(f"resnas search: budget {cfg.budget / 1e9:g} GFLOPs at the deployment input "
+        c.print(f"resnas search: budget {format_flops(cfg.budget)} at the deployment input "
                 f"{space.in_channels}x{space.resolution}x{space.resolution}, {space.num_classes} classes "
                 f"(fvcore's count)")
-        c.print(f"  space {cfg.space}: ~{fraction:.1%} of sampled architectures fit the budget")
+        c.print(f"  space {cfg.space}: {_share(fraction)} of sampled architectures fit the budget")
         c.print(f"  data  {data.description}")
         c.print(f"  proxy training: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, "
                 f"{data.in_channels}x{data.resolution}x{data.resolution} input, width x{proxy_width:g}, on {device}")
@@ -93,7 +94,7 @@ class Reporter:
         name = f" {rec.name}" if rec.name else ""
         self.console.print(
             f"{self.trial_label}: #{rec.number}{name} {rec.state.value}{detail} val acc {acc}, "
-            f"{(rec.flops or 0) / 1e9:.2f} GFLOPs ({(rec.budget_fraction or 0):.0%} of budget), "
+            f"{format_flops(rec.flops or 0)} ({(rec.budget_fraction or 0):.0%} of budget), "
             f"{rec.duration_s or 0:.0f}s; {rejected} over-budget samples so far"
         )
 
@@ -114,11 +115,11 @@ class Reporter:
                    TrialState.FAILED, TrialState.INTERRUPTED)}
         front = {r.number for r in pareto_front(recs)}
         table = Table(title="leaderboard (validation accuracy; * = Pareto front of accuracy vs FLOPs)")
-        for col in ("rank", "trial", "val acc", "GFLOPs", "budget", "params (M)", "architecture"):
+        for col in ("rank", "trial", "val acc", "FLOPs", "budget", "params (M)", "architecture"):
             table.add_column(col, justify="left" if col == "architecture" else "right")
         for i, r in enumerate(ranked(recs)[:10], 1):
             table.add_row(str(i), f"{r.number}{'*' if r.number in front else ''}", f"{r.val_accuracy:.4f}",
-                          f"{(r.flops or 0) / 1e9:.2f}", f"{(r.budget_fraction or 0):.0%}",
+                          format_flops(r.flops or 0), f"{(r.budget_fraction or 0):.0%}",
                           f"{(r.params or 0) / 1e6:.2f}", f"{r.name}: " * bool(r.name) + _summary(r.arch))
         self.console.print(table)
         margin = classic_margin(recs)
@@ -127,6 +128,13 @@ class Reporter:
         self.console.print(", ".join(f"{v} {k}" for k, v in states.items()) +
                            f"; wall time {time.monotonic() - self.t0:.0f}s")
         self.console.print(f"results in {out}: trials.csv, accuracy_vs_flops.png, best/ (arch.json, weights.pt)")
+
+
+def _share(fraction: float) -> str:
+    """A sampled fraction for people: "~36.2%", or "under 0.05%" rather than "~0.0%"."""
+    if fraction <= 0:
+        return "none"
+    return f"~{fraction:.1%}" if fraction >= 0.0005 else "under 0.05%"
 
 
 def classic_margin(recs: list[TrialRecord]) -> str:
@@ -146,8 +154,9 @@ def classic_margin(recs: list[TrialRecord]) -> str:
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     from resnas._budget import parse_budget
 
+    budget = parse_budget(args.budget)
     return SearchConfig(
-        space=args.space, budget=parse_budget(args.budget), out=args.out or _default_out(args),
+        space=default_space() if args.space is None else args.space, budget=budget, out=args.out or _default_out(args, budget),
         trials=args.trials, epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
         train_samples=args.train_samples, val_samples=args.val_samples, train_resolution=args.train_resolution,
         proxy_width=args.proxy_width,
@@ -160,10 +169,26 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    """results/runs/<space>-<budget>-<dataset>: the same command always resumes the same folder."""
-    budget = args.budget.lower().replace("flops", "").replace(".", "p")
-    return str(Path("results/runs") / f"{Path(args.space).stem}-{budget}-{args.dataset}-seed{args.seed}")
+def default_space() -> str:
+    """search_spaces/resnet_family.yaml here, else the one beside resnas's source (run from any folder)."""
+    here = Path(DEFAULT_SPACE)
+    shipped = Path(__file__).resolve().parents[2] / DEFAULT_SPACE
+    return str(shipped) if not here.is_file() and shipped.is_file() else DEFAULT_SPACE
+
+
+def _default_out(args: argparse.Namespace, budget: int) -> str:
+    """results/runs/<space>-<budget>-<dataset>-seed<seed>: the same search resumes the same folder, however its
+    budget is spelt (4G, 4GFLOPs, 4e9 and 4000M are all "4g")."""
+    space = Path(args.space or DEFAULT_SPACE).stem
+    return str(Path("results/runs") / f"{space}-{budget_slug(budget)}-{args.dataset}-seed{args.seed}")
+
+
+def budget_slug(flops: int) -> str:
+    """A budget in a folder name: 4_000_000_000 -> "4g", 1_500_000_000 -> "1p5g", 600_000 -> "600k"."""
+    for suffix, scale in (("t", 10**12), ("g", 10**9), ("m", 10**6), ("k", 10**3), ("", 1)):
+        if flops >= scale:
+            return f"{flops / scale:.6g}{suffix}".replace(".", "p")
+    return str(flops)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -194,13 +219,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_search_flags(p: argparse.ArgumentParser) -> None:
     """The search flags (shared with `resnas submit`, which forwards them)."""
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
+    p.add_argument("--space", help=f"search-space YAML (default: {DEFAULT_SPACE}, from the current folder or else "
+                                   "beside resnas's source)")
     p.add_argument("--budget", required=True,
                    help="FLOP budget at the space's deployment input, fvcore's count: 4GFLOPs, 600M, 4e9 ...")
     p.add_argument("--trials", type=int, default=8, help="candidates to train (over-budget samples not counted)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs per candidate (proxy)")
     p.add_argument("--dataset", default="fashion-mnist",
-                   choices=["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"])
+                   choices=["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"],
+                   help="training data; the validation images are held out of its training split")
     p.add_argument("--data-root", help="dataset folder (default: $RESNAS_DATA, Debian's, torchvision's)")
     p.add_argument("--train-samples", type=int, default=2000, help="training images per candidate (proxy)")
     p.add_argument("--val-samples", type=int, default=1000, help="validation images held out of the training set")
@@ -209,16 +236,21 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy-width", type=float,
                    help="train every candidate with widths scaled by this factor (default 0.5 on CPU, 1 on GPU); "
                         "the budget always applies to the full-width network")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size per candidate")
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD + Nesterov, cosine)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and the training")
     p.add_argument("--out", help="run folder (default results/runs/<space>-<budget>-<dataset>-seed<seed>)")
     p.add_argument("--study", default="resnas", help="Optuna study name")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite file in --out)")
-    p.add_argument("--sampler", default="tpe", choices=[s.value for s in SamplerName])
-    p.add_argument("--pruner", default="hyperband", choices=[s.value for s in PrunerName])
-    p.add_argument("--objectives", default="accuracy", choices=[s.value for s in Objectives])
-    p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName])
+    p.add_argument("--sampler", default="tpe", choices=[s.value for s in SamplerName],
+                   help="Optuna sampler: TPE, random, or NSGA-II (for accuracy+flops)")
+    p.add_argument("--pruner", default="hyperband", choices=[s.value for s in PrunerName],
+                   help="stop unpromising candidates after an epoch (Optuna's pruners; ASHA or the median rule "
+                        "on Ray)")
+    p.add_argument("--objectives", default="accuracy", choices=[s.value for s in Objectives],
+                   help="maximise accuracy, or find the accuracy/FLOPs Pareto front")
+    p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName],
+                   help="where candidates train: auto picks cuda when PyTorch sees a GPU")
     p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
     p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
     p.add_argument("--no-classics", action="store_true",
