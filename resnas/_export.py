@@ -66,7 +66,7 @@ from resnas._card import (
     sentence,
 )
 from resnas._errors import ConfigError, StorageError
-from resnas._runfolder import ensure_writable
+from resnas._runfolder import ensure_writable, sweep_temporaries
 
 __all__ = ["Card", "describe", "export", "load", "model_source"]
 
@@ -399,7 +399,8 @@ def export(arch: Arch, state_dict: Mapping[str, torch.Tensor] | None, folder: st
                     pt2=pt2)
     ensure_writable(out.parent, "the export folder's parent")
     # Written beside `out` first: a failed or killed export leaves `out` as it was.
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    sweep_temporaries(out.parent)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp"))
     try:
         model = _write_model(source, net, stage, example)
         _write_rest(arch, info, net, model, example, stage, trained, pt2)

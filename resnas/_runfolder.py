@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -84,6 +85,32 @@ def _temporary(path: Path) -> Iterator[Path]:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# `_temporary`'s names (and export's staging folders): .<name>.<pid>.<token>.tmp
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>\w+)\.tmp")
+
+
+def sweep_temporaries(folder: Path) -> None:
+    """Remove what killed processes of this machine left half-written in `folder` (and one level down)."""
+    for path in [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")]:
+        match = _TEMPORARY.fullmatch(path.name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
@@ -149,6 +176,7 @@ class RunFolder:
         if not recorded.same_study(owner):
             raise StorageError(f"{self.path} is the run folder of {recorded.where(self.path)}; a run folder "
                                f"keeps one study, so pass a new folder for study {owner.study!r}", field="out")
+        sweep_temporaries(self.path)
         return recorded
 
     def abandon(self) -> None:

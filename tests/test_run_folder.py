@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import torch
@@ -206,3 +207,19 @@ def test_the_default_run_folder_does_not_depend_on_how_the_budget_is_spelt(tmp_p
         outs.add(config_from_args(ns).out)
     assert outs == {str(Path("results/runs/resnet_family-4g-fashion-mnist-seed0"))}
     assert (ROOT / "search_spaces" / "resnet_family.yaml").is_file()
+
+
+def test_what_a_killed_process_left_half_written_is_swept_and_nothing_else(tmp_path: Path) -> None:
+    from resnas._runfolder import sweep_temporaries
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "weights").mkdir()
+    stale = [tmp_path / f".trials.csv.{dead.pid}.0a1b2c3d.tmp",
+             tmp_path / "weights" / f".trial_0001.pt.{dead.pid}.ffff0000.tmp"]
+    live = tmp_path / f".run.json.{os.getpid()}.0a1b2c3d.tmp"  # this process is still writing it
+    users = [tmp_path / "notes.tmp", tmp_path / ".my.file.tmp"]
+    for p in [*stale, live, *users]:
+        p.write_text("x")
+    sweep_temporaries(tmp_path)
+    assert not any(p.exists() for p in stale) and live.exists() and all(p.exists() for p in users)

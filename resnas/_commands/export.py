@@ -106,8 +106,8 @@ def _export_run(args: argparse.Namespace) -> int:
     run = folder.read_run()
     training = run.get("training_input")
     if not training:
-        raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels); "
-                        "it was written by an older resnas: rerun the search")
+        raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels) "
+                        "yet: the search has not loaded its data, or an older resnas wrote it; run the search")
     out = Path(args.out) if args.out else run_dir / "export"
     verified = folder.verification().read_summary()
     if verified is not None and args.top is None and args.trial is None:

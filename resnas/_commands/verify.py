@@ -50,8 +50,8 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
     the_plan = plan(folder, recipe)  # refuses a changed recipe before any data is read
     dataset, training = run.get("settings", {}).get("dataset"), run.get("training_input")
     if not dataset or not training:
-        raise StorageError(f"{folder.path}/run.json does not say the dataset and training input; it was written by "
-                           "an older resnas: rerun the search")
+        raise StorageError(f"{folder.path}/run.json does not say the dataset and training input yet: "
+                           "the search has not loaded its data, or an older resnas wrote it; run the search")
     device = resolve_device(device_name)
     data = load_verification(dataset, root=data_root, test_root=getattr(args, "test_root", None),
                              train_samples=recipe.train_samples, seed=0, resolution=training["resolution"])
