@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: test run install data bench results
+.PHONY: test run install data browser bench results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -22,7 +22,15 @@ $(DATA):
 
 data: $(DATA)
 
-test: install data
+# Debian's headless chromium renders `resnas analyze`'s HTML report in tests.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
+	$$S apt-get update -qq && $$S apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
+
+test: install data browser
 	$(BIN)/python -m pytest -n 2 -q
 
 run: install data

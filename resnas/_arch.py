@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import reprlib
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -52,6 +53,42 @@ BOTTLENECK_EXPANSION = 4
 MAX_STAGES = 8
 # The stem and the dense transitions' average pools must leave at least a 1x1 map at this input size.
 MIN_RESOLUTION = 32
+# Input side length and classifier outputs at most: 256x and 800x ImageNet's (256 px, 21841 classes in
+# ImageNet-21k); past them FLOP counts stop fitting a float and the head alone exceeds any memory.
+MAX_RESOLUTION = 2**16
+MAX_CLASSES = 2**24
+# Channels of any one conv (stem, stage, inner, growth, group): the classics reach 2208 (densenet161's
+# last layer), the widest corner of search_spaces/ 49152 (768 x2 in 64 groups of 32 x2); one 3x3 conv
+# 65536 channels wide holds 38 G weights, so wider is a typo (and ints past it overflow torch's sizes).
+MAX_WIDTH = 2**16
+# Blocks (or dense layers) in the whole net: over 3x ResNet-1202's 600, the deepest network published;
+# building takes about a second per thousand blocks and torch.export minutes, so deeper is a typo.
+MAX_BLOCKS = 2000
+# Longest arch JSON text read: a real one is under 1 KB; this keeps a wrong file from filling memory.
+MAX_JSON_CHARS = 1_000_000
+
+
+class _Brief(reprlib.Repr):
+    """reprlib's bounded repr, also for integers too long for repr (Python refuses over 4300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_BRIEF = _Brief()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+
+
+def brief(value: Any) -> str:
+    """`value`'s repr for a one-line message: long, deeply nested or huge values abbreviated."""
+    return _BRIEF.repr(value)
+
+
+def label(key: Any) -> str:
+    """A key for a message: itself when it is short printable text, else its brief repr."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else brief(key)
 
 
 def _enum(cls: type[enum.Enum], name: str, value: Any) -> Any:
@@ -61,20 +98,24 @@ def _enum(cls: type[enum.Enum], name: str, value: Any) -> Any:
         return cls(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in cls)
-        raise ConfigError(f"{name}: {value!r} is not one of {allowed}") from None
+        raise ConfigError(f"{name}: {brief(value)} is not one of {allowed}") from None
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
+def _int(name: str, value: Any, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        raise ConfigError(f"{name}: expected an integer, got {brief(value)}")
     if value < minimum:
-        raise ConfigError(f"{name}: {value} must be >= {minimum}")
+        raise ConfigError(f"{name}: {brief(value)} must be >= {minimum}")
+    if value > maximum:
+        raise ConfigError(f"{name}: {brief(value)} must be <= {maximum}")
     return value
 
 
 def _float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # float() of an int beyond 1.8e308 raises OverflowError: such a value is as unusable as inf.
+    if not number or abs(value) > 1e300 or not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {brief(value)}")
     return float(value)
 
 
@@ -87,11 +128,11 @@ class StageSpec:
     width: int | None = None
 
     def __post_init__(self) -> None:
-        _int("depth", self.depth, 1)
-        if self.stride not in (1, 2) or isinstance(self.stride, bool):
-            raise ConfigError(f"stride: {self.stride!r} must be 1 or 2")
+        _int("depth", self.depth, 1, MAX_BLOCKS)
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride not in (1, 2):
+            raise ConfigError(f"stride: {brief(self.stride)} must be 1 or 2")
         if self.width is not None:
-            _int("width", self.width, 1)
+            _int("width", self.width, 1, MAX_WIDTH)
 
     def to_dict(self) -> dict[str, Any]:
         return {"depth": self.depth, "stride": self.stride, "width": self.width}
@@ -132,7 +173,7 @@ class Arch:
         set_(self, "survival", _enum(Survival, "survival", self.survival))
         stages = self.stages
         if not isinstance(stages, (tuple, list)) or not stages:
-            raise ConfigError(f"stages: expected a non-empty list of stages, got {stages!r}")
+            raise ConfigError(f"stages: expected a non-empty list of stages, got {brief(stages)}")
         if len(stages) > MAX_STAGES:
             raise ConfigError(f"stages: {len(stages)} stages, at most {MAX_STAGES} allowed")
         parsed = []
@@ -144,9 +185,13 @@ class Arch:
             except ValueError as e:
                 raise ConfigError(f"stages[{i}].{e}") from None
         set_(self, "stages", tuple(parsed))
-        _int("stem_width", self.stem_width, 1)
-        _int("cardinality", self.cardinality, 1)
-        _int("base_width", self.base_width, 1)
+        if self.num_blocks > MAX_BLOCKS:
+            depths = "+".join(str(s.depth) for s in parsed)
+            raise ConfigError(f"stages: {depths} = {self.num_blocks} blocks, at most {MAX_BLOCKS} in the whole "
+                              "net (ResNet-1202 has 600); use fewer blocks per stage")
+        _int("stem_width", self.stem_width, 1, MAX_WIDTH)
+        _int("cardinality", self.cardinality, 1, MAX_WIDTH)
+        _int("base_width", self.base_width, 1, MAX_WIDTH)
         set_(self, "width_multiplier", _float("width_multiplier", self.width_multiplier))
         set_(self, "dropout", _float("dropout", self.dropout))
         set_(self, "survival_prob", _float("survival_prob", self.survival_prob))
@@ -168,8 +213,12 @@ class Arch:
         for name in ("growth_rate", "bottleneck_size", "compression"):
             if getattr(self, name) is None:
                 raise ConfigError(f"{name}: required for shortcut 'dense'")
-        _int("growth_rate", self.growth_rate, 1)
-        _int("bottleneck_size", self.bottleneck_size, 1)
+        _int("growth_rate", self.growth_rate, 1, MAX_WIDTH)
+        _int("bottleneck_size", self.bottleneck_size, 1, MAX_WIDTH)
+        inner = (self.bottleneck_size or 0) * (self.growth_rate or 0)
+        if inner > MAX_WIDTH:
+            raise ConfigError(f"bottleneck_size: {self.bottleneck_size} x growth_rate {self.growth_rate} gives a "
+                              f"{inner}-channel 1x1 conv, at most {MAX_WIDTH}; lower either")
         compression = _float("compression", self.compression)
         object.__setattr__(self, "compression", compression)
         if not 0.0 < compression <= 1.0:
@@ -213,8 +262,11 @@ class Arch:
         for i, s in enumerate(self.stages):
             if s.width is None:
                 raise ConfigError(f"stages[{i}].width: required for shortcut {kind!r}")
+        # Above MAX_WIDTH every inner width would be too (stage widths are >= 1).
         if self.width_multiplier <= 0:
             raise ConfigError(f"width_multiplier: {self.width_multiplier} must be > 0")
+        if self.width_multiplier > MAX_WIDTH:
+            raise ConfigError(f"width_multiplier: {self.width_multiplier:g} must be <= {MAX_WIDTH}")
         if self.block is Block.BASIC and (self.cardinality != 1 or self.base_width != 64):
             raise ConfigError(
                 f"cardinality: {self.cardinality} with base_width {self.base_width} needs block "
@@ -226,6 +278,12 @@ class Arch:
                 raise ConfigError(
                     f"stages[{i}].width: {planes} gives a {inner}-channel inner conv, "
                     f"too narrow for cardinality {self.cardinality}"
+                )
+            if inner > MAX_WIDTH:
+                raise ConfigError(
+                    f"stages[{i}].width: {planes} gives a {inner}-channel inner conv (with width_multiplier "
+                    f"{self.width_multiplier:g}, cardinality {self.cardinality}, base_width {self.base_width}), "
+                    f"at most {MAX_WIDTH}; narrow it"
                 )
 
     # -- derived quantities shared by build() and count() -------------------------------------------
@@ -299,9 +357,9 @@ class Arch:
         if not isinstance(data, Mapping):
             raise ConfigError(f"arch: expected a mapping, got {type(data).__name__}")
         known = {f.name for f in fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((k for k in data if k not in known), key=str)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown arch field; allowed: {', '.join(sorted(known))}")
+            raise ConfigError(f"{label(unknown[0])}: unknown arch field; allowed: {', '.join(sorted(known))}")
         if "stages" not in data:
             raise ConfigError("stages: required")
         return cls(**data)
@@ -311,10 +369,19 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
+        """Parse and validate an arch JSON text; anything wrong with it is a one-line ConfigError."""
+        if len(text) > MAX_JSON_CHARS:
+            raise ConfigError(f"arch JSON: {len(text):,} characters, at most {MAX_JSON_CHARS:,}; "
+                              "an arch JSON is a short mapping such as a run's best/arch.json")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"arch JSON: {e}") from None
+        except RecursionError:
+            raise ConfigError("arch JSON: nested too deeply to be an arch; an arch JSON is a mapping of "
+                              "fields with a list of stage mappings") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise ConfigError(f"arch JSON: {' '.join(str(e).split())[:200]}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> Arch:

@@ -8,10 +8,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from resnas._arch import MIN_RESOLUTION, Arch, Order, Shortcut, Stem as StemKind
+from resnas._arch import (MAX_CLASSES, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION, Arch, Order, Shortcut,
+                          Stem as StemKind, brief)
 from resnas._blocks import Cost, Head, Stage, Stem, Transition, block_kind, init_weights
 from resnas._errors import ConfigError
 
+# Parameters `build` allocates at most: 2.1 G float32 weights are 8.6 GB before gradients and optimizer
+# state, over twice BiT's ResNet-152x4 (928 M), the largest ResNet published; the widest zoo network,
+# wide_resnet101_2, has 127 M. Larger specs are typos that would exhaust memory.
+MAX_PARAMS = 2**31
 
 class _Part(NamedTuple):
     """A module class and its constructor arguments; `cls.cost(**kwargs, h=, w=)` prices it."""
@@ -108,22 +113,33 @@ class Network(nn.Module):
 
 
 def _check_io(num_classes: int, in_channels: int) -> None:
-    """num_classes and in_channels are positive integers, or a ConfigError says which is not."""
-    for name, v in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name}: {v!r} must be a positive integer")
+    """num_classes and in_channels are positive integers within limits, or a ConfigError says which is not."""
+    for name, v, most in (("num_classes", num_classes, MAX_CLASSES), ("in_channels", in_channels, MAX_WIDTH)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+            raise ConfigError(f"{name}: {brief(v)} must be a positive integer <= {most}")
 
 
 def check_resolution(resolution: int) -> None:
-    """`resolution` is an integer >= MIN_RESOLUTION, or a ConfigError says it is not."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
-        raise ConfigError(f"{resolution!r} must be an integer >= {MIN_RESOLUTION}", field="resolution")
+    """`resolution` is an integer in [MIN_RESOLUTION, MAX_RESOLUTION], or a ConfigError says it is not."""
+    if (isinstance(resolution, bool) or not isinstance(resolution, int)
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+        raise ConfigError(f"{brief(resolution)} must be an integer >= {MIN_RESOLUTION} and <= {MAX_RESOLUTION}",
+                          field="resolution")
 
 
 def build(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> Network:
     """The PyTorch module of `arch`; accepts any input resolution >= 32."""
-    _check_io(num_classes, in_channels)
+    check_buildable(arch, num_classes=num_classes, in_channels=in_channels)
     return Network(arch, num_classes, in_channels)
+
+
+def check_buildable(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> None:
+    """`build` would stay within MAX_PARAMS parameters, or a ConfigError says by how much it would not."""
+    # Priced by arithmetic before any tensor exists: a typo'd width must not take the machine's memory.
+    params = count(arch, resolution=MIN_RESOLUTION, num_classes=num_classes, in_channels=in_channels).params
+    if params > MAX_PARAMS:
+        raise ConfigError(f"arch: {params:,} parameters ({params * 4 / 2**30:,.0f} GiB of float32 weights), at "
+                          f"most {MAX_PARAMS:,}; lower the widths, width_multiplier, depths or num_classes")
 
 
 def count(arch: Arch, *, resolution: int = 224, num_classes: int = 1000, in_channels: int = 3) -> Cost:

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from resnas._arch import MAX_RESOLUTION, brief
+from resnas._budget import MAX_BUDGET
 from resnas._errors import ConfigError
 
 
@@ -41,6 +43,24 @@ class Backend(str, enum.Enum):
 
 # The settings that only the Ray backend reads.
 RAY_ONLY = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent")
+# Seeds below 2^31: NumPy (Optuna's samplers) takes seeds below 2^32, and trials add their number to it.
+MAX_SEED = 2**31 - 1
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    """`value` is an integer in [minimum, maximum], or a ConfigError names the field."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"must be an integer, got {brief(value)}", field=name)
+    if value < minimum:
+        raise ConfigError(f"must be at least {minimum}, got {value}", field=name)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"must be at most {maximum}, got {brief(value)}", field=name)
+
+
+def _finite(value: Any) -> bool:
+    """Whether `value` is a real, finite number (not a bool, nan or inf)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300
+            and math.isfinite(value))
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,8 @@ class SearchConfig:
     keep_top: int = 3
     # Train the zoo networks the space contains under the budget first (resnas._lifecycle.Openings).
     classics: bool = True
+    # Then one fitting architecture per shortcut kind no classic covers (off in a sweep: not a random draw).
+    first_of_each_kind: bool = True
     timeout: float | None = None
     backend: Backend = Backend.OPTUNA
     # Ray only: the cluster to attach to (None: start a local instance), resources per trial, trials at once.
@@ -84,33 +106,40 @@ class SearchConfig:
         for name, kind in (("sampler", SamplerName), ("pruner", PrunerName), ("objectives", Objectives),
                            ("device", DeviceName), ("backend", Backend)):
             object.__setattr__(self, name, kind(getattr(self, name)))
-        for name in ("trials", "epochs", "batch_size", "keep_top", "train_samples", "val_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"must be at least 1, got {value}", field=name)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"must be positive, got {self.lr}", field="lr")
-        if self.proxy_width is not None and not 0 < self.proxy_width <= 1:
-            raise ConfigError(f"must be in (0, 1], got {self.proxy_width}", field="proxy_width")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"must be positive seconds, got {self.timeout}", field="timeout")
-        if self.train_resolution is not None and self.train_resolution < 32:
-            raise ConfigError(f"must be at least 32 (resnas networks need it), got {self.train_resolution}",
-                              field="train_resolution")
+        self._check_counts()
+        if not (_finite(self.lr) and self.lr > 0):
+            raise ConfigError(f"must be positive and finite, got {brief(self.lr)}", field="lr")
+        if self.proxy_width is not None and not (_finite(self.proxy_width) and 0 < self.proxy_width <= 1):
+            raise ConfigError(f"must be in (0, 1], got {brief(self.proxy_width)}", field="proxy_width")
+        if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"must be a positive, finite number of seconds, got {brief(self.timeout)}; leave "
+                              "it out for no time limit", field="timeout")
+        if self.train_resolution is not None:
+            # At least 32: the stem and stride-2 stages of a resnas network need it.
+            _check_int("train_resolution", self.train_resolution, 32, MAX_RESOLUTION)
         self._check_ray_settings()
+
+    def _check_counts(self) -> None:
+        """The integer settings: at least 1 (the seed at least 0), the budget and seed within their limits."""
+        _check_int("budget", self.budget, 1, MAX_BUDGET)
+        _check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("trials", "epochs", "batch_size", "keep_top", "train_samples", "val_samples",
+                     "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
 
     def _check_ray_settings(self) -> None:
         """The Ray backend's settings: only with backend ray, and with values a cluster can honour."""
         given = [name for name in RAY_ONLY if getattr(self, name) is not None]
         if given and self.backend is not Backend.RAY:
             raise ConfigError("needs the ray backend", field=given[0])
-        if self.cpus_per_trial is not None and not self.cpus_per_trial > 0:
-            raise ConfigError(f"must be positive, got {self.cpus_per_trial}", field="cpus_per_trial")
-        if self.gpus_per_trial is not None and not 0 <= self.gpus_per_trial <= 1:
+        if self.cpus_per_trial is not None and not (_finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise ConfigError(f"must be positive and finite, got {brief(self.cpus_per_trial)}",
+                              field="cpus_per_trial")
+        if self.gpus_per_trial is not None and not (_finite(self.gpus_per_trial) and 0 <= self.gpus_per_trial <= 1):
             raise ConfigError(f"must be in [0, 1] (a trial trains on one device; a fraction shares a GPU), got "
                               f"{self.gpus_per_trial}", field="gpus_per_trial")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"must be at least 1, got {self.max_concurrent}", field="max_concurrent")
         if self.address is not None and self.address.startswith(("http://", "https://")):
             raise ConfigError(f"{self.address} is a dashboard URL: give the cluster's HOST:PORT (6379 by default) "
                               "or auto; the dashboard is for `resnas submit` and `resnas jobs`", field="address")

@@ -23,11 +23,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from resnas._errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 __all__ = ["DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
 
@@ -98,6 +102,9 @@ _IMAGEFOLDER_RESOLUTION = 64
 _CHUNK = 4096
 # Serialises first loads so threads running trials (optuna n_jobs) decode a dataset once, not once each.
 _LOCK = threading.Lock()
+# Decoded uint8 images held at most: 100x the default proxy at 224 px (3000 images, 450 MB) and 100x all
+# of CIFAR at 32 px; more is a typo'd resolution or sample count that would exhaust memory while resizing.
+MAX_IMAGE_BYTES = 2**36
 
 
 def load_data(
@@ -117,6 +124,7 @@ def load_data(
         raise ConfigError(f"unknown dataset {name!r}; choose one of {choices}", field="dataset") from None
     if resolution is not None and resolution < 4:
         raise ConfigError(f"resolution must be at least 4 pixels, got {resolution}")
+    _check_root(root, "data_root")
     with _LOCK:
         full = _full_dataset(dataset, root, resolution)
     n = len(full.y)
@@ -127,6 +135,7 @@ def load_data(
             f"{dataset.value} has {n} training images; cannot take {n_train} train + {n_val} validation "
             f"(each at least 1, together at most {n}): change train_samples or val_samples"
         )
+    _check_bytes(n_train + n_val, full.x.shape[1], resolution or full.x.shape[-1], "train_samples, val_samples")
     order = _balanced_order(full.y, full.num_classes, seed)
     val_idx, train_idx = order[:n_val], order[n_val : n_val + n_train]
     train_x = _resize(full.x[train_idx], resolution)
@@ -184,6 +193,8 @@ def load_verification(
 ) -> DataSplits:
     """Class-balanced train images from the training set and, as the validation split, the whole test set."""
     dataset = Dataset(name)
+    _check_root(root, "data_root")
+    _check_root(test_root, "test_root")
     with _LOCK:
         full = _full_dataset(dataset, root, resolution)
         test = _test_dataset(dataset, root, test_root, resolution)
@@ -196,6 +207,7 @@ def load_verification(
         raise DataError(f"the test images ({test.source}: {test.num_classes} classes, {tuple(test.x.shape[1:])}) do "
                         f"not match the training images ({full.num_classes} classes, {tuple(full.x.shape[1:])}); "
                         "give a test folder with the same classes")
+    _check_bytes(n_train + len(test.y), full.x.shape[1], resolution or full.x.shape[-1], "train_samples")
     train_idx = _balanced_order(full.y, full.num_classes, seed)[:n_train]
     train_x = _resize(full.x[train_idx], resolution)
     test_x = _resize(test.x, resolution)
@@ -244,6 +256,22 @@ def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) ->
             )
         return _read_imagefolder(str(Path(root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
     return _synthetic(resolution or _SYNTHETIC_RESOLUTION)
+
+
+def _check_root(root: str | None, field: str) -> None:
+    """A folder the user named exists: else the search would silently fall back to another copy."""
+    if root is not None and not Path(root).expanduser().is_dir():
+        raise DataError(f"{root} is not a folder; give the folder that holds the dataset, or leave it unset "
+                        "to use the usual places", field=field)
+
+
+def _check_bytes(images: int, channels: int, resolution: int, fix: str) -> None:
+    """`images` decoded at `resolution` fit MAX_IMAGE_BYTES, checked before they are allocated."""
+    size = images * channels * resolution * resolution
+    if size > MAX_IMAGE_BYTES:
+        raise ConfigError(f"{images:,} images of {channels}x{resolution}x{resolution} would take "
+                          f"{size / 2**30:,.0f} GiB, at most {MAX_IMAGE_BYTES / 2**30:.0f} GiB; lower the resolution "
+                          f"or {fix}")
 
 
 def _resolved(root: str | None) -> str | None:
@@ -388,11 +416,27 @@ def _read_imagefolder(root: str, resolution: int) -> _Full:
         raise DataError(
             f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+"
         )
+    _check_bytes(len(ds), 3, resolution, "use a folder with fewer images")
     x = torch.empty(len(ds), 3, resolution, resolution, dtype=torch.uint8)
     for i in range(len(ds)):
-        x[i] = ds[i][0]
+        x[i] = _decode(ds, i)
     y = torch.tensor(ds.targets, dtype=torch.long)
     return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"image folder {root}")
+
+
+def _decode(ds: ImageFolder, i: int) -> torch.Tensor:
+    """Image `i` of `ds` as a tensor; a file PIL cannot decode is a DataError naming it."""
+    from PIL import Image
+
+    try:
+        image: torch.Tensor = ds[i][0]
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated files,
+        # SyntaxError or ValueError for some malformed headers, DecompressionBombError for huge ones.
+        path = ds.samples[i][0]
+        raise DataError(f"cannot decode {path} as an image ({_first_line(e)}); delete it or move it out of "
+                        f"{ds.root}") from None
+    return image
 
 
 @functools.lru_cache(maxsize=4)

@@ -100,12 +100,13 @@ def load_space(path: str) -> tuple[SearchSpace, str]:
     """The space and its file's text (which the study's fingerprint hashes)."""
     from resnas._space import SearchSpace
 
+    space = SearchSpace.from_yaml(path)  # first: it bounds the file's size and checks it
     try:
         text = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"cannot read space file {path}: {e.strerror or e}; pass a YAML file such as "
                           "search_spaces/resnet_family.yaml", field="space") from None
-    return SearchSpace.from_yaml(path), text
+    return space, text
 
 
 def check_budget_is_feasible(space: SearchSpace, budget: int) -> float:
@@ -186,14 +187,15 @@ class Openings:
     is left out.
     """
 
-    def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int, *, with_classics: bool) -> None:
+    def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int, *, with_classics: bool,
+                 with_kinds: bool = True) -> None:
         from resnas import zoo
 
         started = study.openings_started()  # None: a study that began otherwise is left as it is
         plan = [Opening(params, classic=name) for name, params in classics(space, budget)] if with_classics else []
         covered = {zoo.get(o.classic).shortcut.value for o in plan}
         shortcut = next(d for d in space.dimensions() if d.name == "shortcut")
-        kinds = shortcut.domain.options() if shortcut.domain.count > 1 else ()
+        kinds = shortcut.domain.options() if with_kinds and shortcut.domain.count > 1 else ()
         rng = random.Random(seed)
         for kind in kinds:
             if kind.value in covered:
@@ -341,7 +343,8 @@ class SearchCore:
         self.job = TrialJob(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, str(device), faults.loss)
         with self.claiming():
             recovered = self._open_study(recover)
-            self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics)
+            self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics,
+                                     with_kinds=cfg.first_of_each_kind)
             self.folder.write_run(self.owner, self._run_file())
         self.refresh()
         self.opened = True
@@ -411,6 +414,7 @@ class SearchCore:
                                "classes": data.num_classes},
             "data": data.description,
             "proxy_width": self.proxy_width,
+            "space_sha256": self.cfg.fingerprint(self._space_text, self.proxy_width)["space_sha256"],
             "fraction_of_space_under_budget": round(self.fraction, 4),
         }
 

@@ -327,6 +327,46 @@ class RunFolder:
         _save_figure(fig, self.path / PLOT_FILE)
 
 
+SWEEP_FILE = "sweep.json"
+
+
+class SweepFolder:
+    """`resnas sweep`'s folder: sweep.json (space, budgets, samples, runs) and one run folder per budget."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, Any] | None:
+        """sweep.json, None without one; a StorageError for a corrupt one."""
+        path = self.path / SWEEP_FILE
+        if not path.is_file():
+            return None
+        try:
+            sweep = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise StorageError(f"{path} is corrupt ({e}); restore it or pass a new folder") from None
+        if not isinstance(sweep, dict) or not isinstance(sweep.get("runs"), list):
+            raise StorageError(f"{path} was not written by resnas sweep; pass a new folder")
+        return sweep
+
+    def record(self, space: str, runs: Mapping[str, int], samples: int) -> None:
+        """Create or extend sweep.json with `runs` (folder name -> budget); refuse another space or a folder
+        resnas did not make."""
+        known = self.read()
+        if known is None and self.path.is_dir() and any(self.path.iterdir()):
+            raise StorageError(f"{self.path} is not empty and holds no {SWEEP_FILE}; pass a new or empty folder",
+                               field="out")
+        if known is not None and Path(known["space"]).name != Path(space).name:
+            raise StorageError(f"{self.path} is a sweep of {known['space']}; pass a new folder for {space}",
+                               field="out")
+        budgets = {**dict(zip(known["runs"], known["budgets"])), **runs} if known else dict(runs)
+        order = sorted(budgets, key=budgets.get)  # type: ignore[arg-type]
+        ensure_writable(self.path, "the sweep folder")
+        atomic_write(self.path / SWEEP_FILE, _json({
+            "space": space, "runs": order, "budgets": [budgets[r] for r in order],
+            "samples": max(samples, known["samples"] if known else 0)}))
+
+
 class VerifyFolder:
     """`resnas verify`'s files in a run folder (see the module docstring)."""
 

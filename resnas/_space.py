@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +24,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from resnas._arch import MAX_STAGES, MIN_RESOLUTION, Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
+from resnas._arch import (MAX_BLOCKS, MAX_CLASSES, MAX_RESOLUTION, MAX_STAGES, MAX_WIDTH, MIN_RESOLUTION, Arch,
+                          Block, Order, Shortcut, StageSpec, Stem, Survival, brief)
 from resnas._errors import ConfigError
 from resnas._space_yaml import Reader, Rule, enum_rule, load_yaml
 
@@ -82,9 +84,13 @@ class _RandomSuggester:
         """One of `options`, uniform over all or, leaning, over the cheapest share."""
         trend = self._trends[name]
         if trend in (FlopsTrend.INCREASING, FlopsTrend.DECREASING) and self._lean < 1:
-            ordered = sorted(options, reverse=trend is FlopsTrend.DECREASING)
+            descending = trend is FlopsTrend.DECREASING
+            # A range is sorted already: slicing it stays lazy, where sorted() would materialise it.
+            ordered = (options[::-1] if descending else options) if isinstance(options, range) else sorted(
+                options, reverse=descending)
             options = ordered[:max(1, math.ceil(self._lean * len(ordered)))]
-        return self._rng.choice(list(options))
+        # choice() indexes a sequence (a range without listing it), drawing as it did from a list.
+        return self._rng.choice(options)
 
     def _record(self, name: str, draw: Callable[[], Any]) -> Any:
         """The fixed value of parameter `name`, else `draw()`; recorded in `params`."""
@@ -136,8 +142,8 @@ class Domain(abc.ABC):
         """The number of values; None for a continuous range."""
 
     @abc.abstractmethod
-    def options(self) -> tuple[Any, ...]:
-        """Every value, in order (finite domains only)."""
+    def options(self) -> Sequence[Any]:
+        """Every value, in order (finite domains only); a range stays lazy."""
 
     @abc.abstractmethod
     def contains(self, value: Any) -> bool:
@@ -218,8 +224,8 @@ class IntRange(Domain):
     def count(self) -> int:
         return (self.stop - self.start) // self.step + 1
 
-    def options(self) -> tuple[int, ...]:
-        return tuple(range(self.start, self.stop + 1, self.step))
+    def options(self) -> range:
+        return range(self.start, self.stop + 1, self.step)
 
     def contains(self, value: Any) -> bool:
         return (isinstance(value, int) and not isinstance(value, bool) and self.start <= value <= self.stop
@@ -381,29 +387,33 @@ class _Spec:
 
 
 _COUNT = Rule(int, "an integer >= 1", lambda v: v >= 1)
+# Arch's own limits, so that a file cannot allow values no Arch accepts.
+_WIDTH = Rule(int, f"an integer >= 1 and <= {MAX_WIDTH}", lambda v: 1 <= v <= MAX_WIDTH)
+_DEPTH = Rule(int, f"an integer >= 1 and <= {MAX_BLOCKS}", lambda v: 1 <= v <= MAX_BLOCKS)
 _PROBABILITY = Rule(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 # In walk order: suggest asks Optuna for the parameters in this order, so it must not change.
 _SPECS: tuple[_Spec, ...] = (
     _Spec("stem", enum_rule(Stem), FlopsTrend.KIND),
-    _Spec("stem_width", _COUNT, FlopsTrend.INCREASING),
+    _Spec("stem_width", _WIDTH, FlopsTrend.INCREASING),
     _Spec("block", enum_rule(Block), FlopsTrend.KIND),
     _Spec("shortcut", enum_rule(Shortcut), FlopsTrend.KIND),
     _Spec("order", enum_rule(Order), FlopsTrend.KIND),
-    _Spec("depth", _COUNT, FlopsTrend.INCREASING, stage=True),
+    _Spec("depth", _DEPTH, FlopsTrend.INCREASING, stage=True),
     _Spec("stride", Rule(int, "1 or 2", lambda v: v in (1, 2)), FlopsTrend.DECREASING, stage=True),
-    _Spec("width", _COUNT, FlopsTrend.INCREASING, (_RESIDUAL,), stage=True,
+    _Spec("width", _WIDTH, FlopsTrend.INCREASING, (_RESIDUAL,), stage=True,
           note="its width comes from growth_rate"),
-    _Spec("width_multiplier", Rule(float, "a number > 0", lambda v: v > 0), FlopsTrend.INCREASING,
+    _Spec("width_multiplier", Rule(float, f"a number > 0 and <= {MAX_WIDTH}", lambda v: 0 < v <= MAX_WIDTH),
+          FlopsTrend.INCREASING,
           (_RESIDUAL,)),
-    _Spec("cardinality", _COUNT, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK)),
-    _Spec("base_width", _COUNT, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK, _GROUPED),
+    _Spec("cardinality", _WIDTH, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK)),
+    _Spec("base_width", _WIDTH, FlopsTrend.KIND, (_RESIDUAL, _BOTTLENECK, _GROUPED),
           note="it is 64 for cardinality 1"),
     # Every dense cardinality must divide every growth rate, hence check_all.
-    _Spec("growth_rate", _COUNT, FlopsTrend.INCREASING, (_DENSE,), check_all=True),
-    _Spec("bottleneck_size", _COUNT, FlopsTrend.INCREASING, (_DENSE,)),
+    _Spec("growth_rate", _WIDTH, FlopsTrend.INCREASING, (_DENSE,), check_all=True),
+    _Spec("bottleneck_size", _WIDTH, FlopsTrend.INCREASING, (_DENSE,)),
     _Spec("compression", _PROBABILITY, FlopsTrend.INCREASING, (_DENSE,)),
-    _Spec("dense_cardinality", _COUNT, FlopsTrend.KIND, (_DENSE, _BOTTLENECK), attr="cardinality"),
+    _Spec("dense_cardinality", _WIDTH, FlopsTrend.KIND, (_DENSE, _BOTTLENECK), attr="cardinality"),
     _Spec("dropout", Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1), FlopsTrend.NONE),
     _Spec("survival", enum_rule(Survival), FlopsTrend.NONE),
     # Arch's 1.0 would make a schedule that drops nothing: a file must say what it means.
@@ -411,10 +421,18 @@ _SPECS: tuple[_Spec, ...] = (
 )
 _STAGE_SPECS = tuple(s for s in _SPECS if s.stage)
 _INPUT_RULES: dict[str, Rule] = {
-    "resolution": Rule(int, f"an integer >= {MIN_RESOLUTION}", lambda v: v >= MIN_RESOLUTION),
-    "channels": _COUNT,
-    "classes": _COUNT,
+    "resolution": Rule(int, f"an integer >= {MIN_RESOLUTION} and <= {MAX_RESOLUTION}",
+                       lambda v: MIN_RESOLUTION <= v <= MAX_RESOLUTION),
+    "channels": _WIDTH,
+    "classes": Rule(int, f"an integer >= 1 and <= {MAX_CLASSES}", lambda v: 1 <= v <= MAX_CLASSES),
 }
+# Values in one list: hand-written lists are short; a longer one is a mistake, a range is the fix.
+MAX_CHOICES = 1000
+# Walks in one enumeration (the checks on load, size, the FLOP range): the shipped spaces need about 100;
+# each takes about 0.1 ms (0.6 ms counting FLOPs), so this bounds any of them to seconds.
+MAX_WALKS = 10_000
+# Other values tried per dimension when naming the culprits of an invalid combination.
+_CULPRIT_TRIES = 64
 _TOP_KEYS = ("input", "stages") + tuple(s.key for s in _SPECS if not s.stage)
 _STAGE_KEYS = tuple(s.key for s in _STAGE_SPECS)
 
@@ -456,27 +474,32 @@ def _read_domain(r: Reader, where: str, raw: Any, rule: Rule) -> Domain:
     if isinstance(raw, list):
         if not raw:
             r.fail(where, f"got an empty list, expected one or more of {rule.allowed}")
+        if len(raw) > MAX_CHOICES:
+            r.fail(where, f"a list of {len(raw):,} values, at most {MAX_CHOICES:,}; give a range "
+                          "{min, max, step} instead")
         values = tuple(r.value(f"{where}[{i}]", v, rule) for i, v in enumerate(raw))
+        seen: set[Any] = set()  # values are ints, floats or enum members: hashable, so this is linear
         for i, v in enumerate(values):
-            if v in values[:i]:
-                r.fail(f"{where}[{i}]", f"{raw[i]!r} is listed twice")
+            if v in seen:
+                r.fail(f"{where}[{i}]", f"{brief(raw[i])} is listed twice")
+            seen.add(v)
         return Choices(values)
     if not isinstance(raw, dict):
         return Choices((r.value(where, raw, rule),))
     if issubclass(rule.kind, enum.Enum):
-        r.fail(where, f"got {raw!r}: a {{min, max}} range needs numbers; give one or a list of "
+        r.fail(where, f"got {brief(raw)}: a {{min, max}} range needs numbers; give one or a list of "
                       f"{rule.allowed}")
     r.mapping(where, raw, ("min", "max", "step") if rule.kind is int else ("min", "max"))
     if "min" not in raw or "max" not in raw:
-        r.fail(where, f"got {raw!r}, a range needs both min and max")
+        r.fail(where, f"got {brief(raw)}, a range needs both min and max")
     low, high = r.value(f"{where}.min", raw["min"], rule), r.value(f"{where}.max", raw["max"], rule)
     if low > high:
-        r.fail(where, f"got {raw!r}: min {low} is above max {high}")
+        r.fail(where, f"got {brief(raw)}: min {low} is above max {high}")
     if rule.kind is float:
         return Choices((low,)) if low == high else FloatRange(low, high)
     step = r.value(f"{where}.step", raw.get("step", 1), _COUNT)
     if (high - low) % step:
-        r.fail(where, f"got {raw!r}: max - min = {high - low} is no multiple of step {step}")
+        r.fail(where, f"got {brief(raw)}: max - min = {high - low} is no multiple of step {step}")
     return Choices((low,)) if low == high else IntRange(low, high, step)
 
 
@@ -494,7 +517,7 @@ def _read_input(r: Reader, raw: Any) -> tuple[int, int, int]:
 def _read_stages(r: Reader, raw: Any) -> list[Mapping[str, Any]]:
     """The `stages` list's mappings, each with known keys only."""
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_STAGES:
-        r.fail("stages", f"got {raw!r}, expected a list of 1 to {MAX_STAGES} stages")
+        r.fail("stages", f"got {brief(raw)}, expected a list of 1 to {MAX_STAGES} stages")
     return [r.mapping(f"stages[{i}]", stage, _STAGE_KEYS) for i, stage in enumerate(raw)]
 
 
@@ -521,7 +544,7 @@ def _read_dims(r: Reader, top: Mapping[str, Any], stages: Sequence[Mapping[str, 
     return dims
 
 
-def _corner(dim: Dimension, cheap: bool) -> tuple[Any, ...]:
+def _corner(dim: Dimension, cheap: bool) -> Sequence[Any]:
     """Values for a FLOP extreme: every kind value, a monotone one's cheap (or dear) end, else the first."""
     if dim.trend is FlopsTrend.KIND:
         return dim.domain.options()
@@ -579,13 +602,14 @@ class SearchSpace:
         """Fail on the first corner Arch refuses, naming where and the allowed values that combine into it.
 
         Arch refuses networks too thin for their groups or downsampled too far, which sit at the cheap end
-        of every monotone dimension (as in `_extreme`), and dense cardinalities that do not divide the growth
-        rate (so `check_all` dimensions take every value): these corners cover every refusal.
+        of every monotone dimension (as in `_extreme`), networks too deep or too wide (MAX_BLOCKS, MAX_WIDTH),
+        which sit at the dear end, and dense cardinalities that do not divide the growth rate (so `check_all`
+        dimensions take every value): these corners cover every refusal.
         """
-        def options(dim: Dimension) -> Sequence[Any]:
-            return dim.domain.options() if self._slots[dim.name].spec.check_all else _corner(dim, cheap=True)
+        def options(dim: Dimension, cheap: bool) -> Sequence[Any]:
+            return dim.domain.options() if self._slots[dim.name].spec.check_all else _corner(dim, cheap)
 
-        for picked in self._runs(options):
+        for picked in (p for cheap in (True, False) for p in self._runs(functools.partial(options, cheap=cheap))):
             problem = self._refusal(picked)
             if problem is None:
                 continue
@@ -611,7 +635,10 @@ class SearchSpace:
             domain = self._dims[name].domain
             if domain.fixed:
                 continue
-            others = domain.options() if domain.count is not None else (domain.low, domain.high)
+            count = domain.count
+            # The extremes first, then a few more: enough to tell, without trying every value of a range.
+            few = domain.options()[:_CULPRIT_TRIES] if count is not None and count > 2 else ()
+            others = (domain.low, domain.high, *few)
             for other in others:
                 def pick(dim: Dimension, name: str = name, other: Any = other) -> Any:
                     return other if dim.name == name else picked.get(dim.name, dim.domain.first)
@@ -740,7 +767,13 @@ class SearchSpace:
     def _runs(self, options: Callable[[Dimension], Sequence[Any]]) -> Iterator[dict[str, Any]]:
         """The picks of each walk where every dimension may take `options(dim)`, depth first."""
         path: list[int] | None = []
+        walks = 0
         while path is not None:
+            walks += 1
+            if walks > MAX_WALKS:
+                raise ConfigError(f"{self.source}: over {MAX_WALKS:,} combinations of its enumerated dimensions "
+                                  "(block, shortcut, order, cardinality, base_width, growth_rate, ...) to walk; "
+                                  "list fewer values for them")
             run = _Run(path, options)
             yield self._picks(run)
             path = run.next_path()

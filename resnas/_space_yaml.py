@@ -16,7 +16,12 @@ from typing import Any, NoReturn
 
 import yaml
 
+from resnas._arch import brief, label
 from resnas._errors import ConfigError
+
+# Longest space file read: the shipped ones are 3 KB; parsing is pure Python (seconds per megabyte), so a
+# bigger file is a wrong one, and the bounded read keeps e.g. /dev/zero from filling memory.
+MAX_FILE_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float)):
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} is given twice", key_node.start_mark)
+                        None, None, f"key {brief(key)} is given twice", key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -53,11 +58,17 @@ class _StrictLoader(yaml.SafeLoader):
 def load_yaml(path: Path) -> Any:
     """The parsed file; a missing file or bad YAML is a one-line ConfigError with the line number."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: search space file not found") from None
+        raise ConfigError(f"{path}: search space file not found; pass a YAML file such as "
+                          "search_spaces/resnet_family.yaml") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the search space file ({e})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: over {MAX_FILE_BYTES:,} bytes, too long for a search space file (those in "
+                          "search_spaces/ are 3 KB); give ranges {min, max, step} instead of long lists")
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
     except yaml.MarkedYAMLError as e:
@@ -70,6 +81,11 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: {where}invalid YAML: {' '.join(detail.split())}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply for a search space file (it holds mappings of "
+                          "values, lists and ranges)") from None
+    except ValueError as e:  # a constructor's own error, e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid YAML value: {' '.join(str(e).split())[:200]}") from None
 
 
 def join(parent: str, key: Any) -> str:
@@ -90,12 +106,12 @@ class Reader:
     def mapping(self, where: str, raw: Any, allowed: Sequence[str]) -> Mapping[str, Any]:
         """`raw` as a mapping whose keys are all in `allowed` (a close misspelling gets a hint)."""
         if not isinstance(raw, dict):
-            self.fail(where or "top level", f"got {raw!r}, expected a mapping with keys {', '.join(allowed)}")
+            self.fail(where or "top level", f"got {brief(raw)}, expected a mapping with keys {', '.join(allowed)}")
         for key in raw:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
+                close = difflib.get_close_matches(str(key)[:100], allowed, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                self.fail(join(where, key), f"unknown key {key!r}; {hint}allowed: {', '.join(allowed)}")
+                self.fail(join(where, label(key)), f"unknown key {brief(key)}; {hint}allowed: {', '.join(allowed)}")
         return raw
 
     def value(self, where: str, raw: Any, rule: Rule) -> Any:
@@ -111,4 +127,4 @@ class Reader:
                 return raw
         elif number and math.isfinite(raw) and rule.ok(float(raw)):
             return float(raw)
-        self.fail(where, f"got {raw!r}, expected {rule.allowed}")
+        self.fail(where, f"got {brief(raw)}, expected {rule.allowed}")

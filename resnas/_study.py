@@ -40,6 +40,7 @@ class _Key:
     EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
     NAME, CLASSIC, DUPLICATE_OF = "name", "classic", "duplicate_of"
+    SHORTCUT, ORDER, BLOCK = "shortcut", "order", "block"
     SETTINGS, STUDY_ID = "resnas_settings", "resnas_study_id"
 
 
@@ -100,8 +101,11 @@ class Twin:
 
 def record_screen(trial: optuna.Trial, screened: Screened, budget: int) -> None:
     """Store a proposal's arch, name and costs, and its constraint for the sampler."""
-    attrs = {_Key.ARCH: screened.arch.to_dict(), _Key.FLOPS: screened.cost.flops, _Key.MACS: screened.cost.macs,
-             _Key.PARAMS: screened.cost.params}
+    arch = screened.arch
+    # The kind, order and block on their own too: optuna-dashboard shows user attributes as columns.
+    attrs = {_Key.ARCH: arch.to_dict(), _Key.FLOPS: screened.cost.flops, _Key.MACS: screened.cost.macs,
+             _Key.PARAMS: screened.cost.params, _Key.SHORTCUT: arch.shortcut.value, _Key.ORDER: arch.order.value,
+             _Key.BLOCK: arch.block.value}
     if screened.name:
         attrs[_Key.NAME] = screened.name
     for k, v in attrs.items():

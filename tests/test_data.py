@@ -161,8 +161,9 @@ def test_imagefolder_needs_a_root_and_reads_class_folders(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="one sub-folder of images per class") as info:
         load_data("imagefolder")
     assert info.value.field == "data_root"
-    with pytest.raises(DataError, match="cannot read image folder"):
+    with pytest.raises(DataError, match="missing is not a folder") as info:
         load_data("imagefolder", root=str(tmp_path / "missing"))
+    assert info.value.field == "data_root"
     for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
         (tmp_path / label).mkdir()
         for i in range(6):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from resnas._trial import TrialState
 def _arch(row: dict[str, str], key: str) -> Arch | None:
     """The Arch in column `key` of a trials.csv row, or None where the column is empty."""
     text = row.get(key) or ""
-    return Arch.from_dict(json.loads(text)) if text else None
+    return Arch.from_json(text) if text else None
 
 
 def _numbers(rows: list[dict[str, str]]) -> str:
@@ -171,8 +170,14 @@ def _export_arch(args: argparse.Namespace) -> int:
         raise UserError("--top and --trial choose trials of a run; --arch exports one untrained network")
     if not args.out:
         raise UserError("--arch needs --out DIR: the folder to write the network to")
+    from resnas._build import check_buildable
+
     arch, entry = resolve_arch(args.arch)
     out = Path(args.out)
+    classes = args.classes if args.classes is not None else entry.num_classes if entry else 1000
+    resolution = args.resolution if args.resolution is not None else entry.resolution if entry else 224
+    in_channels = args.in_channels if args.in_channels is not None else 3
+    check_buildable(arch, num_classes=classes, in_channels=in_channels)  # before any folder is made
     ensure_writable(out, "--out")
     if entry is not None:
         card = {"title": f"{args.arch} (untrained)", "source": entry.source}
@@ -180,9 +185,6 @@ def _export_arch(args: argparse.Namespace) -> int:
         card = {"title": f"{Path(args.arch).name} (untrained)"}
     else:
         card = {"title": "An untrained network from an arch JSON"}
-    classes = args.classes if args.classes is not None else entry.num_classes if entry else 1000
-    resolution = args.resolution if args.resolution is not None else entry.resolution if entry else 224
-    in_channels = args.in_channels if args.in_channels is not None else 3
     folder = export(arch, None, out, num_classes=classes, in_channels=in_channels, resolution=resolution,
                     card=card)  # type: ignore[arg-type]
     print(f"untrained {args.arch if entry else 'network'} -> {folder}")

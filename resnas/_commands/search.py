@@ -151,22 +151,24 @@ def classic_margin(recs: list[TrialRecord]) -> str:
             f"{classic.val_accuracy:.4f}); `resnas verify` retrains both to tell whether that holds")
 
 
-def config_from_args(args: argparse.Namespace) -> SearchConfig:
+def config_from_args(args: argparse.Namespace, **fixed: Any) -> SearchConfig:
+    """The search's settings from its flags; `fixed` settings (a sweep's budget, sampler ...) replace theirs."""
     from resnas._budget import parse_budget
 
-    budget = parse_budget(args.budget)
-    return SearchConfig(
-        space=default_space() if args.space is None else args.space, budget=budget, out=args.out or _default_out(args, budget),
-        trials=args.trials, epochs=args.epochs, dataset=args.dataset, data_root=args.data_root,
-        train_samples=args.train_samples, val_samples=args.val_samples, train_resolution=args.train_resolution,
-        proxy_width=args.proxy_width,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, study=args.study, storage=args.storage,
-        sampler=SamplerName(args.sampler), pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives),
-        device=DeviceName(args.device), keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout,
-        backend=Backend(args.backend), address=args.address, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+    budget = fixed.get("budget") or parse_budget(args.budget)
+    settings = dict(
+        space=default_space() if args.space is None else args.space, budget=budget,
+        out=args.out or _default_out(args, budget), trials=args.trials, epochs=args.epochs, dataset=args.dataset,
+        data_root=args.data_root, train_samples=args.train_samples, val_samples=args.val_samples,
+        train_resolution=args.train_resolution, proxy_width=args.proxy_width, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, study=args.study, storage=args.storage, sampler=SamplerName(args.sampler),
+        pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives), device=DeviceName(args.device),
+        keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout, backend=Backend(args.backend),
+        address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
     )
+    return SearchConfig(**{**settings, **fixed})
 
 
 def default_space() -> str:
@@ -219,11 +221,30 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_search_flags(p: argparse.ArgumentParser) -> None:
     """The search flags (shared with `resnas submit`, which forwards them)."""
-    p.add_argument("--space", help=f"search-space YAML (default: {DEFAULT_SPACE}, from the current folder or else "
-                                   "beside resnas's source)")
     p.add_argument("--budget", required=True,
                    help="FLOP budget at the space's deployment input, fvcore's count: 4GFLOPs, 600M, 4e9 ...")
     p.add_argument("--trials", type=int, default=8, help="candidates to train (over-budget samples not counted)")
+    p.add_argument("--out", help="run folder (default results/runs/<space>-<budget>-<dataset>-seed<seed>)")
+    p.add_argument("--sampler", default="tpe", choices=[s.value for s in SamplerName],
+                   help="Optuna sampler: TPE, random, or NSGA-II (for accuracy+flops)")
+    p.add_argument("--pruner", default="hyperband", choices=[s.value for s in PrunerName],
+                   help="stop unpromising candidates after an epoch (Optuna's pruners; ASHA or the median rule "
+                        "on Ray)")
+    p.add_argument("--objectives", default="accuracy", choices=[s.value for s in Objectives],
+                   help="maximise accuracy, or find the accuracy/FLOPs Pareto front")
+    p.add_argument("--no-classics", action="store_true",
+                   help="do not train the zoo networks that the space contains under the budget first (resnet18, "
+                        "densenet121, ...: the baselines the search must beat)")
+    p.add_argument("--verify", action="store_true",
+                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
+                        "the classics from scratch and score them on the test split")
+    add_training_flags(p)
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """How candidates train, and where (shared with `resnas sweep`)."""
+    p.add_argument("--space", help=f"search-space YAML (default: {DEFAULT_SPACE}, from the current folder or else "
+                                   "beside resnas's source)")
     p.add_argument("--epochs", type=int, default=2, help="training epochs per candidate (proxy)")
     p.add_argument("--dataset", default="fashion-mnist",
                    choices=["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"],
@@ -239,26 +260,12 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="training batch size per candidate")
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD + Nesterov, cosine)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and the training")
-    p.add_argument("--out", help="run folder (default results/runs/<space>-<budget>-<dataset>-seed<seed>)")
     p.add_argument("--study", default="resnas", help="Optuna study name")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite file in --out)")
-    p.add_argument("--sampler", default="tpe", choices=[s.value for s in SamplerName],
-                   help="Optuna sampler: TPE, random, or NSGA-II (for accuracy+flops)")
-    p.add_argument("--pruner", default="hyperband", choices=[s.value for s in PrunerName],
-                   help="stop unpromising candidates after an epoch (Optuna's pruners; ASHA or the median rule "
-                        "on Ray)")
-    p.add_argument("--objectives", default="accuracy", choices=[s.value for s in Objectives],
-                   help="maximise accuracy, or find the accuracy/FLOPs Pareto front")
     p.add_argument("--device", default="auto", choices=[s.value for s in DeviceName],
                    help="where candidates train: auto picks cuda when PyTorch sees a GPU")
     p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
     p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
-    p.add_argument("--no-classics", action="store_true",
-                   help="do not train the zoo networks that the space contains under the budget first (resnet18, "
-                        "densenet121, ...: the baselines the search must beat)")
-    p.add_argument("--verify", action="store_true",
-                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
-                        "the classics from scratch and score them on the test split")
     ray = p.add_argument_group("Ray (--backend ray)")
     ray.add_argument("--backend", default="optuna", choices=[b.value for b in Backend],
                      help="optuna: one trial after another in this process (default); ray: Ray Tune trials in "

@@ -48,6 +48,7 @@ def _job_command(words: list[str], root: Path) -> list[str]:
     --out becomes absolute (a relative one would land in the job's temporary copy of the project);
     without --backend and --address the search attaches to the job's cluster (`--backend ray --address auto`).
     """
+    from resnas._budget import parse_budget
     from resnas._commands.search import _default_out, add_search_flags
     from resnas.cli import _Parser
 
@@ -68,7 +69,7 @@ def _job_command(words: list[str], root: Path) -> list[str]:
         else:
             out.append(word)
     if args.out is None:
-        out += ["--out", str(Path(_default_out(args)).resolve())]
+        out += ["--out", str(Path(_default_out(args, parse_budget(args.budget))).resolve())]
     backend_given = any(w == "--backend" or w.startswith("--backend=") for w in words)
     if not backend_given:
         out += ["--backend", "ray"]
