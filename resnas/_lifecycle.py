@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from resnas._budget import format_flops
 from resnas._build import count
 from resnas._config import DeviceName, SearchConfig
 from resnas._errors import ConfigError, ResnasError, StorageError
@@ -113,8 +114,8 @@ def check_budget_is_feasible(space: SearchSpace, budget: int) -> float:
     """Fail before any training when nothing fits; else the fraction of sampled archs under the budget."""
     low = space.min_flops()
     if low > budget:
-        raise ConfigError(f"no architecture in the space fits the budget: the smallest needs {low / 1e9:.3g} "
-                          f"GFLOPs (> {budget / 1e9:.3g} GFLOPs); raise the budget or shrink the space's minimums")
+        raise ConfigError(f"no architecture in the space fits the budget: the smallest needs {format_flops(low)} "
+                          f"(> {format_flops(budget)}); raise the budget or shrink the space's minimums")
     rng = random.Random(0)
     fits = sum(space.flops(space.sample(rng)) <= budget for _ in range(FEASIBILITY_SAMPLES))
     return fits / FEASIBILITY_SAMPLES

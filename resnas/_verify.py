@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resnas._arch import Arch
+from resnas._budget import format_flops
 from resnas._errors import ConfigError, StorageError
 from resnas._runfolder import RunFolder, VerifyFolder
 
@@ -146,8 +147,8 @@ def _named(name: str, run: Mapping[str, Any]) -> Network:
                   in_channels=deploy["channels"]).flops
     budget = int(run["settings"]["budget"])
     if flops > budget:
-        raise ConfigError(f"{name} needs {flops / 1e9:.3g} GFLOPs at the run's input, over its {budget / 1e9:g} "
-                          "GFLOPs budget: name classics under the budget", field="baselines")
+        raise ConfigError(f"{name} needs {format_flops(flops)} at the run's input, over its {format_flops(budget)} "
+                          "budget: name classics under the budget", field="baselines")
     return Network(name, NetworkKind.CLASSIC, arch, flops)
 
 

@@ -223,3 +223,13 @@ def test_what_a_killed_process_left_half_written_is_swept_and_nothing_else(tmp_p
         p.write_text("x")
     sweep_temporaries(tmp_path)
     assert not any(p.exists() for p in stale) and live.exists() and all(p.exists() for p in users)
+
+
+def test_export_refuses_when_the_best_trials_weights_are_gone(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli(*_args(tmp_path, out, "--trials", "2")).returncode == 0
+    best = max(trained(out), key=lambda r: (float(r["val_accuracy"]), -int(r["flops"])))
+    (out / "weights" / f"trial_{int(best['number']):04d}.pt").unlink()
+    res = cli("export", str(out), "--out", str(tmp_path / "export"))
+    _one_line_exit_2(res, f"the best trial, {best['number']}, has no weights file", "--trial N")
+    assert not list((tmp_path / "export").glob("trial_*"))
