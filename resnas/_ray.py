@@ -334,16 +334,23 @@ def _scheduler(cfg: SearchConfig) -> TrialScheduler:
                          reduction_factor=3)
 
 
-def _trial_device(cfg: SearchConfig) -> str:
-    """Where trials train: on a GPU exactly when they ask Ray for one."""
-    if (cfg.gpus_per_trial or 0) > 0:
+def trial_resources(cfg: SearchConfig, nodes: list[dict[str, float]]) -> tuple[float, float, str]:
+    """CPUs and GPUs each trial reserves, and the device it trains on, for a cluster of `nodes` (Ray's
+    per-node resource dicts): one GPU per trial by default where a node has one, unless told otherwise."""
+    cpus = cfg.cpus_per_trial or 1.0
+    has_gpu = any(n.get("GPU", 0) >= 1 for n in nodes)
+    gpus = cfg.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if has_gpu and cfg.device is not DeviceName.CPU else 0.0
+    if gpus > 0:
         if cfg.device is DeviceName.CPU:
             raise ConfigError("cpu with GPUs per trial: drop one of them", field="device")
-        return "cuda"
+        return cpus, gpus, "cuda"
     if cfg.device is DeviceName.CUDA:
-        raise ConfigError("cuda with the ray backend needs GPUs per trial (1, or a fraction to share GPUs)",
-                          field="device")
-    return "cpu"
+        why = "0 GPUs per trial" if cfg.gpus_per_trial is not None else "a cluster without GPUs"
+        raise ConfigError(f"cuda with {why}: give GPUs per trial (1, or a fraction to share one) on a cluster "
+                          "with GPUs", field="device")
+    return cpus, 0.0, "cpu"
 
 
 @contextlib.contextmanager
@@ -406,9 +413,12 @@ def _tune_settings(max_concurrent: int) -> Iterator[None]:
                 os.environ.pop(k, None)
 
 
-def _capacity(cpus: float, gpus: float) -> tuple[int, str]:
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
+def _capacity(nodes: list[dict[str, float]], cpus: float, gpus: float) -> tuple[int, str]:
     """How many trials the cluster can run at once, and a line describing it; ConfigError if not one."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     total_cpus = sum(n.get("CPU", 0) for n in nodes)
     total_gpus = sum(n.get("GPU", 0) for n in nodes)
     if gpus > 0 and max(n.get("GPU", 0) for n in nodes) < gpus:
@@ -453,10 +463,10 @@ class RayBackend:
 
     def run(self, core: SearchCore, faults: Faults) -> None:
         cfg = core.cfg
-        device = _trial_device(cfg)
-        cpus, gpus = cfg.cpus_per_trial or 1.0, cfg.gpus_per_trial or 0.0
         with _connected(cfg.address):
-            capacity, cluster = _capacity(cpus, gpus)
+            nodes = _alive_nodes()
+            cpus, gpus, device = trial_resources(cfg, nodes)
+            capacity, cluster = _capacity(nodes, cpus, gpus)
             max_concurrent = cfg.max_concurrent or capacity
             experiment = (core.folder.path / TUNE_DIR / EXPERIMENT).resolve()
             core.open(device, faults)  # the trials of a dead driver are queued again here

@@ -328,3 +328,26 @@ def test_submit_runs_a_search_as_a_ray_job(env: dict[str, str], cluster: Cluster
     assert logs.returncode == 0 and "leaderboard" in logs.stdout
     unknown = cli(env, "jobs", "stop", "raysubmit_nonesuch", "--address", cluster.dashboard)
     assert unknown.returncode == 2 and unknown.stderr.startswith("resnas: error: raysubmit_nonesuch")
+
+
+def test_trials_get_a_gpu_each_by_default_where_the_cluster_has_gpus() -> None:
+    from resnas._config import SearchConfig
+    from resnas._errors import ConfigError
+    from resnas._ray import trial_resources
+
+    def cfg(**kw: object) -> SearchConfig:
+        return SearchConfig(space=SPACE, budget=10**8, out="x", backend="ray", **kw)  # type: ignore[arg-type]
+
+    cpu_only = [{"CPU": 16.0}, {"CPU": 8.0}]
+    gpu_nodes = [{"CPU": 16.0, "GPU": 8.0}, {"CPU": 8.0}]  # Ray's per-node resource dicts
+    assert trial_resources(cfg(), cpu_only) == (1.0, 0.0, "cpu")
+    assert trial_resources(cfg(), gpu_nodes) == (1.0, 1.0, "cuda")
+    assert trial_resources(cfg(gpus_per_trial=0.25, cpus_per_trial=2.0), gpu_nodes) == (2.0, 0.25, "cuda")
+    assert trial_resources(cfg(gpus_per_trial=0.0), gpu_nodes) == (1.0, 0.0, "cpu")
+    assert trial_resources(cfg(device="cpu"), gpu_nodes) == (1.0, 0.0, "cpu")
+    assert trial_resources(cfg(device="cuda"), gpu_nodes) == (1.0, 1.0, "cuda")
+    for bad, nodes, words in ((cfg(device="cuda"), cpu_only, "a cluster without GPUs"),
+                              (cfg(device="cpu", gpus_per_trial=1.0), gpu_nodes, "drop one of them"),
+                              (cfg(device="cuda", gpus_per_trial=0.0), gpu_nodes, "0 GPUs per trial")):
+        with pytest.raises(ConfigError, match=words):
+            trial_resources(bad, nodes)

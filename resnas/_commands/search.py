@@ -274,7 +274,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                                        "start a local Ray instance for this search)")
     ray.add_argument("--cpus-per-trial", type=float, help="CPUs each trial reserves (default 1)")
     ray.add_argument("--gpus-per-trial", type=float,
-                     help="GPUs each trial reserves, a fraction shares one (default 0: trials train on CPU)")
+                     help="GPUs each trial reserves, a fraction shares one (default: 1 when the cluster has "
+                          "GPUs and --device is not cpu, else 0)")
     ray.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
 
 
