@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 MAX_CONSECUTIVE_REJECTIONS = 5000
 # After this many proposals in a row that were all trained before, the sampler has nothing new to offer.
 MAX_CONSECUTIVE_DUPLICATES = 50
+# Halvings of the micro-batch after CUDA runs out of memory (down to 1/8 of the batch) before a candidate fails.
+MAX_BATCH_SPLITS = 3
 # After this many failed candidates in a row (NaN loss, OOM...) the settings, not the candidates, are at fault.
 MAX_CONSECUTIVE_FAILURES = 3
 PLOT_INTERVAL_S = 30.0
@@ -272,25 +274,56 @@ def train_trial(job: TrialJob, number: int, arch: Arch, data: DataSplits, *,
                 on_epoch: Callable[[int, float], None] | None = None,
                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
                 resume: Mapping[str, Any] | None = None) -> Outcome:
-    """Build `arch` seeded by the trial's number and train it; a candidate that cannot train fails, never raises."""
+    """Build `arch` seeded by the trial's number and train it; a candidate that cannot train fails, never raises.
+
+    Out of GPU memory, it is trained again from scratch with the batch split in twice as many micro-batches
+    (the same effective batch), up to MAX_BATCH_SPLITS times, before it fails.
+    """
+    from resnas._train import CandidateFailed, CandidateOOMError
+
+    accumulation = int(resume.get("accumulation", 1)) if resume is not None else 1
+    while True:
+        try:
+            return _train_once(job, number, arch, data, accumulation, on_epoch, on_checkpoint, resume)
+        except Pruned:
+            return Outcome(TrialState.PRUNED)
+        except CandidateOOMError as e:
+            if accumulation < 2**MAX_BATCH_SPLITS and accumulation < job.batch_size:
+                accumulation *= 2
+                continue
+            return Outcome(TrialState.FAILED, reason=f"{e.reason}: {e} (also in {accumulation} micro-batches)")
+        except (CandidateFailed, RuntimeError, ValueError) as e:
+            # A candidate that cannot train (NaN loss, a numerical error) must not stop the search.
+            reason = getattr(e, "reason", type(e).__name__)
+            return Outcome(TrialState.FAILED, reason=f"{reason}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _train_once(job: TrialJob, number: int, arch: Arch, data: DataSplits, accumulation: int,
+                on_epoch: Callable[[int, float], None] | None,
+                on_checkpoint: Callable[[dict[str, Any]], None] | None,
+                resume: Mapping[str, Any] | None) -> Outcome:
+    """One training of `arch` from its seed, each batch in `accumulation` micro-batches."""
     import torch
 
     from resnas._build import build
-    from resnas._train import CandidateFailed, TrainConfig, train_candidate
+    from resnas._train import TrainConfig, train_candidate
 
-    train_cfg = TrainConfig(epochs=job.epochs, batch_size=job.batch_size, lr=job.lr, seed=job.seed + number)
-    try:
-        torch.manual_seed(job.seed + number)
-        model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
-        result = train_candidate(model, data, train_cfg, device=torch.device(job.device), on_epoch=on_epoch,
-                                 on_checkpoint=on_checkpoint, resume=resume, fault=job.fault)
-    except Pruned:
-        return Outcome(TrialState.PRUNED)
-    except (CandidateFailed, RuntimeError, ValueError) as e:
-        # A candidate that cannot train (NaN loss, OOM, a numerical error) must not stop the search.
-        reason = getattr(e, "reason", type(e).__name__)
-        return Outcome(TrialState.FAILED, reason=f"{reason}: {str(e).splitlines()[0] if str(e) else ''}")
-    return Outcome(TrialState.COMPLETE, result.val_accuracy, result.images_per_second, weights=model.state_dict())
+    train_cfg = TrainConfig(epochs=job.epochs, batch_size=job.batch_size, lr=job.lr, seed=job.seed + number,
+                            accumulation=accumulation)
+    torch.manual_seed(job.seed + number)
+    model = build(arch, num_classes=data.num_classes, in_channels=data.in_channels)
+    result = train_candidate(model, data, train_cfg, device=torch.device(job.device), on_epoch=on_epoch,
+                             on_checkpoint=on_checkpoint, resume=resume, fault=job.fault)
+    return Outcome(TrialState.COMPLETE, result.val_accuracy, result.images_per_second,
+                   reason=split_reason(job.batch_size, accumulation), weights=model.state_dict())
+
+
+def split_reason(batch: int, accumulation: int) -> str:
+    """What a complete trial's record says when its batches had to be split to fit ("" when they were not)."""
+    if accumulation == 1:
+        return ""
+    return (f"out of GPU memory at batch {batch}: trained in {accumulation} micro-batches per batch (the same "
+            "effective batch)")
 
 
 # -- the search's side of every trial --------------------------------------------------------------
@@ -499,7 +532,7 @@ class SearchCore:
             return
         self._failed_in_a_row = 0
         tell_trained(trial, outcome.state, outcome.val_accuracy, flops, self.cfg.multi_objective,
-                     outcome.images_per_s)
+                     outcome.images_per_s, outcome.reason)
         self.trained += 1
 
     def interrupt(self, trial: optuna.Trial) -> None:

@@ -61,7 +61,7 @@ from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from resnas._config import DeviceName, PrunerName, SearchConfig  # noqa: E402
-from resnas._lifecycle import Faults, Outcome, SearchCore, TrialJob, train_trial  # noqa: E402
+from resnas._lifecycle import Faults, Outcome, SearchCore, TrialJob, split_reason, train_trial  # noqa: E402
 from resnas._study import Progress, make_sampler, prunes, record_epoch  # noqa: E402
 from resnas._trial import TrialState  # noqa: E402
 
@@ -215,7 +215,8 @@ class _BudgetedSearch(OptunaSearch):
             return Outcome(TrialState.FAILED, reason=result["failed"])
         if result.get("epoch", 0) < self._epochs:
             return Outcome(TrialState.PRUNED)
-        return Outcome(TrialState.COMPLETE, result[METRIC])
+        note = split_reason(_active().core.cfg.batch_size, int(result.get("micro_batches", 1)))
+        return Outcome(TrialState.COMPLETE, result[METRIC], reason=note)
 
 
 def _progress(result: dict[str, Any]) -> Progress:
@@ -307,7 +308,8 @@ def _trainable(config: dict[str, Any], data: DataSplits, job: _WorkerJob) -> Non
         epoch = len(state["history"])
         metrics = {**base, "epoch": epoch, METRIC: state["history"][-1]["val_accuracy"],
                    "images_per_s": epoch * images_per_epoch / state["train_seconds"],
-                   "train_seconds": state["train_seconds"] + state["eval_seconds"]}
+                   "train_seconds": state["train_seconds"] + state["eval_seconds"],
+                   "micro_batches": state["accumulation"]}
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -176,10 +176,12 @@ def tell_over_budget(trial: optuna.Trial, flops: int, multi_objective: bool) -> 
 
 
 def tell_trained(trial: optuna.Trial, state: TrialState, accuracy: float | None, flops: int,
-                 multi_objective: bool, images_per_s: float | None = None) -> None:
-    """Settle a trained trial: complete with its objective values, or pruned."""
+                 multi_objective: bool, images_per_s: float | None = None, note: str = "") -> None:
+    """Settle a trained trial: complete with its objective values, or pruned; `note` says how it trained."""
     if images_per_s is not None:
         trial.set_user_attr(_Key.IMAGES_PER_S, images_per_s)
+    if note:
+        trial.set_user_attr(_Key.REASON, note)
     trial.set_user_attr(_Key.STATE, state.value)
     if state is TrialState.PRUNED:
         trial.study.tell(trial, state=_FROZEN.PRUNED)

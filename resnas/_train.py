@@ -1,9 +1,13 @@
 """Short proxy training of one candidate network on in-memory data, reporting validation accuracy per epoch.
 
 Batches are index permutations over tensors already on the device: no DataLoader, no workers.
-Test hook: `train_candidate(..., fault=Fault.NAN)` replaces the first step's loss by NaN, and `Fault.OOM`
-raises CUDA's out-of-memory error at the first step (on any device), so the search's handling of failed
-candidates can be exercised without finding one.
+Test hook: `train_candidate(..., fault=Fault.NAN)` replaces the first step's loss by NaN, `Fault.OOM`
+raises CUDA's out-of-memory error at the first step (on any device), and `Fault.OOM_WHOLE_BATCH` does so
+only while the batch is not split into micro-batches, so the search's handling of failed candidates and
+its retry at a smaller micro-batch can be exercised without finding one.
+
+`TrainConfig.accumulation` splits each batch into that many micro-batches whose gradients add up to the
+whole batch's (the same effective batch, less activation memory; BatchNorm sees the micro-batches).
 
 A run can be continued where it stopped: `on_checkpoint` hands out the full training state after each
 epoch, and `resume=` takes it back (Ray Tune retries a trial whose worker died from its last epoch).
@@ -49,6 +53,7 @@ class Fault(str, enum.Enum):
 
     NAN = "nan"
     OOM = "oom"
+    OOM_WHOLE_BATCH = "oom_whole_batch"  # only while TrainConfig.accumulation is 1
 
 
 class CandidateFailed(Exception):
@@ -104,10 +109,12 @@ class TrainConfig:
     # False: the validation split is scored after the last epoch only (earlier epochs record NaN), which
     # saves the time of scoring a large split (a test set) that nothing reads before the end.
     evaluate_each_epoch: bool = True
+    # Micro-batches per batch, their gradients summed before each step (after a CUDA out-of-memory error).
+    accumulation: int = 1
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, with ConfigError naming the setting."""
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "accumulation"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
         if not self.lr > 0:
@@ -251,6 +258,7 @@ class _Run:
     std: torch.Tensor
     memory_format: torch.memory_format
     batch: int
+    accumulation: int
     steps_per_epoch: int
     optimizer: torch.optim.SGD
     schedule: torch.optim.lr_scheduler.LambdaLR
@@ -294,6 +302,7 @@ def _setup(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.d
         std=torch.tensor(data.std, device=device).view(1, -1, 1, 1),
         memory_format=memory_format,
         batch=batch,
+        accumulation=min(cfg.accumulation, batch),
         steps_per_epoch=steps_per_epoch,
         optimizer=optimizer,
         schedule=schedule,
@@ -353,6 +362,7 @@ def _checkpoint(run: _Run) -> dict[str, Any]:
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.cuda else None,
         "train_seconds": run.train_seconds,
         "eval_seconds": run.eval_seconds,
+        "accumulation": run.accumulation,  # a resumed run goes on at the micro-batch that fitted
     }
 
 
@@ -392,26 +402,37 @@ def _train_epoch(run: _Run, epoch: int, fault: Fault | None) -> float:
 
 
 def _step(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
-    """One optimiser and schedule step on the training images at `idx`; the (detached) loss."""
+    """One optimiser and schedule step on the training images at `idx`, in `run.accumulation` micro-batches
+    whose gradients sum to the whole batch's; the (detached) loss."""
+    run.optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=run.device)
+    for i, part in enumerate(idx.chunk(run.accumulation)):
+        # Each micro-batch's mean loss weighted by its share: the sum is the whole batch's mean loss.
+        loss = _loss(run, part, fault if i == 0 else None) * (len(part) / len(idx))
+        loss.backward()
+        total += loss.detach()
+    run.optimizer.step()
+    run.schedule.step()
+    return total
+
+
+def _loss(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
+    """The mean training loss on the images at `idx` (augmented where the data suits it)."""
     x = run.prepare(run.train_x[idx])
     if run.crop_pad is not None:
         x = _crop_flip(x, run.crop_pad, run.generator).contiguous(memory_format=run.memory_format)
     with run.autocast:
         logits = run.model(x)
     loss = F.cross_entropy(logits.float(), run.train_y[idx])
-    if fault is not None:
-        loss = _inject(fault, loss)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
-    run.schedule.step()
-    return loss.detach()
+    return loss if fault is None else _inject(fault, loss, run.accumulation)
 
 
-def _inject(fault: Fault, loss: torch.Tensor) -> torch.Tensor:
+def _inject(fault: Fault, loss: torch.Tensor, accumulation: int) -> torch.Tensor:
     """Apply the `fault` test hook to the first step's loss."""
-    if fault is Fault.OOM:
-        raise torch.cuda.OutOfMemoryError("injected by the test hook fault=Fault.OOM")
+    if fault is Fault.OOM or (fault is Fault.OOM_WHOLE_BATCH and accumulation == 1):
+        raise torch.cuda.OutOfMemoryError(f"injected by the test hook fault=Fault.{fault.name}")
+    if fault is Fault.OOM_WHOLE_BATCH:
+        return loss
     return loss * float("nan")
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import resnas
 from resnas._data import DataSplits, load_data
 from resnas._errors import ConfigError
 from resnas._train import (
@@ -120,6 +121,37 @@ def test_oom_fault_hook_raises_candidate_oom(small_synthetic: DataSplits) -> Non
         train_candidate(tiny_cnn(3, 10), small_synthetic, TrainConfig(epochs=1), device=CPU, fault=Fault.OOM)
     assert info.value.reason == "out of memory" and "fault=Fault.OOM" in str(info.value)
     assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+
+
+def test_micro_batches_add_up_to_the_whole_batchs_update(small_synthetic: DataSplits) -> None:
+    # Without BatchNorm (which sees each micro-batch) the summed, share-weighted gradients are the whole
+    # batch's: the same weights after an epoch, up to float summation order.
+    def linear() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10))
+
+    whole, split = linear(), linear()
+    cfg = TrainConfig(epochs=1, batch_size=64, augment=False)
+    a = train_candidate(whole, small_synthetic, cfg, device=CPU)
+    b = train_candidate(split, small_synthetic, dataclasses.replace(cfg, accumulation=4), device=CPU)
+    for p, q in zip(whole.parameters(), split.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert a.history[0].train_loss == pytest.approx(b.history[0].train_loss, rel=1e-5)
+    changed = linear()
+    assert not torch.allclose(next(changed.parameters()), next(whole.parameters()))  # it did train
+
+
+def test_a_candidate_out_of_gpu_memory_is_retried_in_micro_batches() -> None:
+    from resnas._lifecycle import TrialJob, train_trial
+    from resnas._trial import TrialState
+
+    data = load_data("synthetic", train_samples=128, val_samples=64, seed=0, resolution=32)
+    arch = resnas.zoo.get("resnet20").narrowed(0.25)
+    job = TrialJob(epochs=1, batch_size=64, lr=0.05, seed=0, device="cpu", fault=Fault.OOM_WHOLE_BATCH)
+    fits = train_trial(job, 0, arch, data)
+    assert fits.state is TrialState.COMPLETE and "trained in 2 micro-batches per batch" in fits.reason
+    never = train_trial(dataclasses.replace(job, fault=Fault.OOM), 0, arch, data)
+    assert never.state is TrialState.FAILED and "also in 8 micro-batches" in never.reason
 
 
 def test_same_seed_same_run_and_augmentation_path(small_synthetic: DataSplits) -> None:
