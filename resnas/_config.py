@@ -42,7 +42,7 @@ class Backend(str, enum.Enum):
 
 
 # The settings that only the Ray backend reads.
-RAY_ONLY = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent")
+RAY_ONLY = ("address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "storage_path")
 # Seeds below 2^31: NumPy (Optuna's samplers) takes seeds below 2^32, and trials add their number to it.
 MAX_SEED = 2**31 - 1
 
@@ -100,6 +100,8 @@ class SearchConfig:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
+    # Where Tune keeps checkpoints (default: <out>/ray): a folder every node mounts, or a URI such as s3://.
+    storage_path: str | None = None
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -140,6 +142,9 @@ class SearchConfig:
         if self.gpus_per_trial is not None and not (_finite(self.gpus_per_trial) and 0 <= self.gpus_per_trial <= 1):
             raise ConfigError(f"must be in [0, 1] (a trial trains on one device; a fraction shares a GPU), got "
                               f"{self.gpus_per_trial}", field="gpus_per_trial")
+        if self.storage_path is not None and not self.storage_path.strip():
+            raise ConfigError("is empty: give a folder every node mounts, or a URI such as s3://bucket/path",
+                              field="storage_path")
         if self.address is not None and self.address.startswith(("http://", "https://")):
             raise ConfigError(f"{self.address} is a dashboard URL: give the cluster's HOST:PORT (6379 by default) "
                               "or auto; the dashboard is for `resnas submit` and `resnas jobs`", field="address")

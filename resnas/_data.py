@@ -1,9 +1,11 @@
-"""Datasets decoded once per process into uint8 tensors, served as seeded train/validation splits.
+"""Datasets decoded once into uint8 tensors, served as seeded train/validation splits.
 
-Every dataset lives in memory as an N x C x H x W uint8 tensor: a proxy search trains many small
-candidates on a few thousand images, so per-image decoding and DataLoader workers would cost more than
-the training. `imagefolder` therefore also decodes every image up front, which suits the small folders
-a proxy search uses, not ImageNet-sized ones.
+Every split is an N x C x H x W uint8 tensor: a proxy search trains many small candidates, so per-batch
+decoding would cost more than the training. The small datasets (Fashion-MNIST, CIFAR, synthetic) are
+decoded once per process and held in memory. An `imagefolder` is scanned (names, sizes, mtimes: no
+decoding), split by its labels, and only the split's images are decoded, by worker processes, at the
+training resolution, into an on-disk cache (`resnas._cache`) that later loads map instead of decoding:
+a second search, a resume and every trial on the node share it through the page cache.
 
 The validation split is always held out of the dataset's *training* set. The test set is read only by
 `load_verification` (`resnas verify`), never by a search.
@@ -15,6 +17,7 @@ import contextlib
 import enum
 import functools
 import gzip
+import hashlib
 import math
 import os
 import socket
@@ -23,15 +26,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resnas import _cache
 from resnas._errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from torchvision.datasets import ImageFolder
 
 __all__ = ["DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
 
@@ -84,6 +84,41 @@ class _Full:
     source: str
 
 
+@dataclass(frozen=True, eq=False)
+class _Folder:
+    """An image folder scanned but not decoded: its files in ImageFolder's order, labels and fingerprint."""
+
+    root: str
+    paths: tuple[str, ...]
+    y: torch.Tensor
+    num_classes: int
+    # Digest of every file's relative path, size and modification time: any change makes a new cache key.
+    fingerprint: str
+    source: str
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class _Store:
+    """Where and how image folders are decoded: the cache folder, worker processes and the decoder."""
+
+    cache_dir: Path
+    workers: int | None  # None: one per CPU (at most 16), fewer for a small split
+    decode: _cache.Decoder
+
+    @classmethod
+    def of(cls, cache_dir: str | os.PathLike[str] | None, workers: int | None,
+           decode: _cache.Decoder | None) -> _Store:
+        """The settings given, with the defaults filled in and checked."""
+        if workers is not None and workers < 1:
+            raise ConfigError(f"must be at least 1, got {workers}", field="workers")
+        return cls(
+            cache_dir=_cache.default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser().absolute(),
+            workers=workers,
+            decode=_cache.decode_image if decode is None else decode,
+        )
+
+
 # Folders searched without being named: the usual torchvision spot `./data` and, for Fashion-MNIST,
 # Debian's package `dataset-fashion-mnist` first.
 _TORCHVISION_ROOTS: tuple[Path, ...] = (Path("data"),)
@@ -115,8 +150,16 @@ def load_data(
     val_samples: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    decode: _cache.Decoder | None = None,
 ) -> DataSplits:
-    """Class-balanced, seed-fixed train/val splits of `name`'s training set, optionally resized."""
+    """Class-balanced, seed-fixed train/val splits of `name`'s training set, optionally resized.
+
+    An image folder's split is decoded by `workers` processes (default: one per CPU, at most 16) into the
+    cache in `cache_dir` (default: $XDG_CACHE_HOME/resnas/data), or mapped from there if it was before.
+    `decode` (path, resolution) -> 3 x res x res uint8 replaces the decoder: a test hook.
+    """
     try:
         dataset = Dataset(name)
     except ValueError:
@@ -125,6 +168,7 @@ def load_data(
     if resolution is not None and resolution < 4:
         raise ConfigError(f"resolution must be at least 4 pixels, got {resolution}")
     _check_root(root, "data_root")
+    store = _Store.of(cache_dir, workers, decode)
     with _LOCK:
         full = _full_dataset(dataset, root, resolution)
     n = len(full.y)
@@ -135,12 +179,14 @@ def load_data(
             f"{dataset.value} has {n} training images; cannot take {n_train} train + {n_val} validation "
             f"(each at least 1, together at most {n}): change train_samples or val_samples"
         )
-    _check_bytes(n_train + n_val, full.x.shape[1], resolution or full.x.shape[-1], "train_samples, val_samples")
+    if isinstance(full, _Full):  # a folder's pixels live on disk, mapped: the cache checks the free space
+        _check_bytes(n_train + n_val, full.x.shape[1], resolution or full.x.shape[-1],
+                     "train_samples, val_samples")
     order = _balanced_order(full.y, full.num_classes, seed)
     val_idx, train_idx = order[:n_val], order[n_val : n_val + n_train]
-    train_x = _resize(full.x[train_idx], resolution)
-    val_x = _resize(full.x[val_idx], resolution)
-    mean, std = _channel_stats(train_x)
+    # One array, validation images first: the splits are views of it (of one cache file for a folder).
+    x, (mean, std) = _take(full, order[: n_val + n_train], resolution, n_val, store)
+    val_x, train_x = x[:n_val], x[n_val:]
     c, h, w = train_x.shape[1:]
     return DataSplits(
         name=dataset,
@@ -190,11 +236,18 @@ def load_verification(
     train_samples: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    decode: _cache.Decoder | None = None,
 ) -> DataSplits:
-    """Class-balanced train images from the training set and, as the validation split, the whole test set."""
+    """Class-balanced train images from the training set and, as the validation split, the whole test set.
+
+    `cache_dir`, `workers` and `decode` as for `load_data`.
+    """
     dataset = Dataset(name)
     _check_root(root, "data_root")
     _check_root(test_root, "test_root")
+    store = _Store.of(cache_dir, workers, decode)
     with _LOCK:
         full = _full_dataset(dataset, root, resolution)
         test = _test_dataset(dataset, root, test_root, resolution)
@@ -203,15 +256,15 @@ def load_verification(
     if not 1 <= n_train <= n:
         raise ConfigError(f"must be in [1, {n}] ({dataset.value}'s training images), got {n_train}",
                           field="train_samples")
-    if test.num_classes != full.num_classes or tuple(test.x.shape[1:]) != tuple(full.x.shape[1:]):
-        raise DataError(f"the test images ({test.source}: {test.num_classes} classes, {tuple(test.x.shape[1:])}) do "
-                        f"not match the training images ({full.num_classes} classes, {tuple(full.x.shape[1:])}); "
+    if test.num_classes != full.num_classes or _shape(test) != _shape(full):
+        raise DataError(f"the test images ({test.source}: {test.num_classes} classes, {_shape(test)}) do "
+                        f"not match the training images ({full.num_classes} classes, {_shape(full)}); "
                         "give a test folder with the same classes")
-    _check_bytes(n_train + len(test.y), full.x.shape[1], resolution or full.x.shape[-1], "train_samples")
+    if isinstance(full, _Full):
+        _check_bytes(n_train + len(test.y), full.x.shape[1], resolution or full.x.shape[-1], "train_samples")
     train_idx = _balanced_order(full.y, full.num_classes, seed)[:n_train]
-    train_x = _resize(full.x[train_idx], resolution)
-    test_x = _resize(test.x, resolution)
-    mean, std = _channel_stats(train_x)
+    train_x, (mean, std) = _take(full, train_idx, resolution, 0, store)
+    test_x, _ = _take(test, torch.arange(len(test.y)), resolution, 0, store)
     c, h, w = train_x.shape[1:]
     return DataSplits(
         name=dataset, train_x=train_x, train_y=full.y[train_idx], val_x=test_x, val_y=test.y,
@@ -223,7 +276,8 @@ def load_verification(
     )
 
 
-def _test_dataset(dataset: Dataset, root: str | None, test_root: str | None, resolution: int | None) -> _Full:
+def _test_dataset(dataset: Dataset, root: str | None, test_root: str | None,
+                  resolution: int | None) -> _Full | _Folder:
     """The dataset's test set: its own files (Fashion-MNIST, CIFAR), `test_root` (imagefolder), or generated."""
     if dataset is Dataset.FASHION_MNIST:
         images, _ = _find_fashion(root)
@@ -238,12 +292,12 @@ def _test_dataset(dataset: Dataset, root: str | None, test_root: str | None, res
         if test_root is None:
             raise ConfigError("an image folder has no test split of its own: give a folder of held-out images "
                               "with the same class sub-folders", field="test_root")
-        return _read_imagefolder(str(Path(test_root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
+        return _scan_folder(str(Path(test_root).resolve()))
     return _synthetic(resolution or _SYNTHETIC_RESOLUTION, test=True)
 
 
-def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) -> _Full:
-    """The whole decoded training set, found (and downloaded if need be) on first use."""
+def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) -> _Full | _Folder:
+    """The whole training set: decoded (found, downloaded if need be, on first use) or, a folder, scanned."""
     if dataset is Dataset.FASHION_MNIST:
         return _read_fashion(*_find_fashion(root))
     if dataset in (Dataset.CIFAR10, Dataset.CIFAR100):
@@ -254,8 +308,42 @@ def _full_dataset(dataset: Dataset, root: str | None, resolution: int | None) ->
                 "the imagefolder dataset needs a folder with one sub-folder of images per class",
                 field="data_root",
             )
-        return _read_imagefolder(str(Path(root).resolve()), resolution or _IMAGEFOLDER_RESOLUTION)
+        return _scan_folder(str(Path(root).resolve()))
     return _synthetic(resolution or _SYNTHETIC_RESOLUTION)
+
+
+def _shape(data: _Full | _Folder) -> tuple[int, ...] | None:
+    """The decoded images' C x H x W, or None for a folder (decoded to 3 x res x res when needed)."""
+    return tuple(data.x.shape[1:]) if isinstance(data, _Full) else None
+
+
+def _take(data: _Full | _Folder, idx: torch.Tensor, resolution: int | None, stats_from: int,
+          store: _Store) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """The images at `idx` at `resolution`, and the channel statistics of those from `stats_from` on."""
+    if isinstance(data, _Full):
+        x = _resize(data.x[idx], resolution)
+        return x, _channel_stats(x[stats_from:])
+    return _cached_folder(data, idx, resolution or _IMAGEFOLDER_RESOLUTION, stats_from, store)
+
+
+def _cached_folder(folder: _Folder, idx: torch.Tensor, resolution: int, stats_from: int,
+                   store: _Store) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """The folder's images at `idx`, from its cache entry (built first if missing), and their statistics."""
+    positions = idx.to(torch.int64).numpy()
+    key = {
+        "source": "imagefolder", "root": folder.root, "files": folder.fingerprint, "resolution": resolution,
+        "indices": hashlib.sha256(positions.tobytes()).hexdigest(), "stats_from": stats_from,
+    }
+
+    def summarize(pixels: np.ndarray) -> dict[str, list[float]]:
+        mean, std = _channel_stats(torch.from_numpy(pixels[stats_from:]))
+        return {"mean": list(mean), "std": list(std)}
+
+    pixels, summary = _cache.cached_images(
+        key, [folder.paths[i] for i in positions], resolution, cache_dir=store.cache_dir,
+        workers=store.workers, decode=store.decode, summarize=summarize, folder=folder.root,
+    )
+    return torch.from_numpy(pixels), (tuple(summary["mean"]), tuple(summary["std"]))
 
 
 def _check_root(root: str | None, field: str) -> None:
@@ -397,17 +485,12 @@ def _read_cifar(dataset: Dataset, root: str | None, train: bool = True) -> _Full
     return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"{cls.__name__}{split} from {folder}")
 
 
-@functools.lru_cache(maxsize=4)
-def _read_imagefolder(root: str, resolution: int) -> _Full:
-    """Every image under root/<class>/ decoded, resized (shorter side) and centre-cropped to `resolution`."""
-    from torchvision import transforms
+def _scan_folder(root: str) -> _Folder:
+    """Every image under root/<class>/ listed in ImageFolder's order, with its label; nothing decoded."""
     from torchvision.datasets import ImageFolder
 
-    tf = transforms.Compose(
-        [transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.PILToTensor()]
-    )
     try:
-        ds = ImageFolder(root, transform=tf)
+        ds = ImageFolder(root)  # lists and labels the files; an image is decoded only when indexed
     except (FileNotFoundError, NotADirectoryError) as e:
         raise DataError(
             f"cannot read image folder {root}: {_first_line(e)}; it needs one sub-folder per class"
@@ -416,27 +499,17 @@ def _read_imagefolder(root: str, resolution: int) -> _Full:
         raise DataError(
             f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+"
         )
-    _check_bytes(len(ds), 3, resolution, "use a folder with fewer images")
-    x = torch.empty(len(ds), 3, resolution, resolution, dtype=torch.uint8)
-    for i in range(len(ds)):
-        x[i] = _decode(ds, i)
-    y = torch.tensor(ds.targets, dtype=torch.long)
-    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"image folder {root}")
-
-
-def _decode(ds: ImageFolder, i: int) -> torch.Tensor:
-    """Image `i` of `ds` as a tensor; a file PIL cannot decode is a DataError naming it."""
-    from PIL import Image
-
-    try:
-        image: torch.Tensor = ds[i][0]
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated files,
-        # SyntaxError or ValueError for some malformed headers, DecompressionBombError for huge ones.
-        path = ds.samples[i][0]
-        raise DataError(f"cannot decode {path} as an image ({_first_line(e)}); delete it or move it out of "
-                        f"{ds.root}") from None
-    return image
+    digest = hashlib.sha256()
+    for path, label in ds.samples:
+        try:
+            st = os.stat(path)
+        except OSError as e:  # removed or made unreadable while being listed
+            raise DataError(f"cannot read {path} ({e.strerror}); check the image folder {root}") from None
+        digest.update(f"{os.path.relpath(path, root)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return _Folder(
+        root=root, paths=tuple(path for path, _ in ds.samples), y=torch.tensor(ds.targets, dtype=torch.long),
+        num_classes=len(ds.classes), fingerprint=digest.hexdigest(), source=f"image folder {root}",
+    )
 
 
 @functools.lru_cache(maxsize=4)

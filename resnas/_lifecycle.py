@@ -437,7 +437,7 @@ class SearchCore:
         """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""
         settings = asdict(self.cfg)
         settings.update({k: v.value for k, v in settings.items() if isinstance(v, enum.Enum)})
-        for key in ("out", "data_root", "storage"):
+        for key in ("out", "data_root", "storage", "storage_path"):
             settings.pop(key)
         space, data = self.space, self.data
         return {

@@ -415,8 +415,9 @@ def _tune_settings(max_concurrent: int) -> Iterator[None]:
                 os.environ.pop(k, None)
 
 
-def _alive_nodes() -> list[dict[str, float]]:
-    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+def _alive_nodes() -> list[dict[str, Any]]:
+    """Ray's records of the cluster's live nodes (NodeID, NodeManagerAddress, Resources ...)."""
+    return [n for n in ray.nodes() if n["Alive"]]
 
 
 def _capacity(nodes: list[dict[str, float]], cpus: float, gpus: float) -> tuple[int, str]:
@@ -445,8 +446,72 @@ def _trial_dirname(trial: Trial) -> str:
     return f"trial_{_number(trial):04d}_{trial.trial_id}"
 
 
-def _tuner(core: SearchCore, trainable: Any, experiment: Path) -> tune.Tuner:
-    """A new Tune experiment at `experiment` whose budgeted searcher asks the run's study."""
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    """Whether the node this runs on sees `path`."""
+    return os.path.exists(path)
+
+
+PROBE_TIMEOUT_S = 120.0  # a node's first task starts a worker process: seconds, more on a loaded machine
+
+
+def check_storage_shared(root: str, nodes: list[dict[str, Any]], *, given: bool = True) -> None:
+    """On a cluster of several nodes, every node must see a local storage path (`given`, or the run folder):
+    Tune writes each trial's checkpoints there from the node that runs it, and a node that cannot fails its
+    trials."""
+    if "://" in root or len(nodes) < 2:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(root) / f".resnas-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by the driver; every node must see it\n")
+    try:
+        asks = {n["NodeManagerAddress"] + "/" + n["NodeID"][:8]: _sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}
+        blind = []
+        for node, ask in asks.items():
+            try:
+                seen = ray.get(ask, timeout=PROBE_TIMEOUT_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+                seen = False
+            if not seen:
+                blind.append(node)
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        what = root if given else f"unset, and its default, the run folder {root},"
+        raise StorageError(f"{what} is not visible from {len(blind)} of the cluster's {len(nodes)} nodes "
+                           f"({', '.join(blind)}), which would fail every trial they run: give a folder every "
+                           "node mounts (NFS ...) or a URI such as s3://bucket/path", field="storage_path")
+
+
+def _experiment(core: SearchCore) -> tuple[str, str]:
+    """Tune's storage path and this search's experiment in it: RUN_DIR/ray/tune, or one named after the
+    study under --storage-path (which other searches may share)."""
+    path = core.cfg.storage_path
+    if path is None:
+        return str((core.folder.path / TUNE_DIR).resolve()), EXPERIMENT
+    return (path if "://" in path else str(Path(path).resolve())), f"resnas-{core.study.id[:12]}"
+
+
+def _remove_experiment(root: str, name: str) -> None:
+    """Delete this search's Tune experiment, nothing else under the storage path."""
+    if "://" not in root:
+        shutil.rmtree(Path(root) / name, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (Path(root) / name).parent.rmdir()  # RUN_DIR/ray, once empty (never a non-empty storage path)
+        return
+    import pyarrow.fs
+
+    with contextlib.suppress(OSError):  # a missing experiment, or a store that refuses: nothing to undo
+        fs, base = pyarrow.fs.FileSystem.from_uri(root)
+        fs.delete_dir(f"{base.rstrip('/')}/{name}")
+
+
+def _tuner(core: SearchCore, trainable: Any, root: str, name: str) -> tune.Tuner:
+    """A new Tune experiment `name` under `root` whose budgeted searcher asks the run's study."""
     cfg = core.cfg
     storage = optuna.storages.get_storage(core.folder.study_url(cfg.storage))
     searcher = _BudgetedSearch(cfg, storage, make_sampler(cfg, core.sampler_seed))
@@ -454,7 +519,7 @@ def _tuner(core: SearchCore, trainable: Any, experiment: Path) -> tune.Tuner:
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(cfg), num_samples=-1,
                                     reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(experiment.parent), verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=root, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[_Progress()]),
     )
@@ -467,24 +532,27 @@ class RayBackend:
         cfg = core.cfg
         with _connected(cfg.address):
             nodes = _alive_nodes()
-            cpus, gpus, device = trial_resources(cfg, nodes)
-            capacity, cluster = _capacity(nodes, cpus, gpus)
+            resources = [n["Resources"] for n in nodes]
+            cpus, gpus, device = trial_resources(cfg, resources)
+            capacity, cluster = _capacity(resources, cpus, gpus)
             max_concurrent = cfg.max_concurrent or capacity
-            experiment = (core.folder.path / TUNE_DIR / EXPERIMENT).resolve()
+            check_storage_shared(cfg.storage_path or str(core.folder.path.resolve()), nodes,
+                                 given=cfg.storage_path is not None)
             core.open(device, faults)  # the trials of a dead driver are queued again here
+            root, name = _experiment(core)
             where = "local Ray instance" if cfg.address is None else f"Ray cluster at {cfg.address}"
             core.report.note(f"  {where}: {cluster}, up to {max_concurrent} at once")
-            core.report.note(f"  early stopping: {type(_scheduler(cfg)).__name__}; Tune's state in {experiment}")
+            core.report.note(f"  early stopping: {type(_scheduler(cfg)).__name__}; Tune's state in {root}/{name}")
             job = _WorkerJob(core.job, max(1, math.floor(cpus)), faults.exit_once)
             trainable = tune.with_resources(tune.with_parameters(_trainable, data=core.data, job=job),
                                             {"cpu": cpus, "gpu": gpus})
-            shutil.rmtree(experiment.parent, ignore_errors=True)  # a dead driver's: the study has its trials
+            _remove_experiment(root, name)  # a dead driver's: the study has its trials
             try:
                 with _activate(_Session(core, max_concurrent)), _tune_settings(max_concurrent):
-                    _tuner(core, trainable, experiment).fit()
+                    _tuner(core, trainable, root, name).fit()
             finally:
                 # Trials cut off by Ctrl-C stay running in the study: the next run marks them interrupted.
-                shutil.rmtree(experiment.parent, ignore_errors=True)
+                _remove_experiment(root, name)
         if core.error is None and not core.done:
             raise KeyboardInterrupt
 

@@ -155,7 +155,9 @@ def test_corrupt_idx_files_are_data_errors(tmp_path: Path) -> None:
         read_idx(broken)
 
 
-def test_imagefolder_needs_a_root_and_reads_class_folders(tmp_path: Path) -> None:
+def test_imagefolder_needs_a_root_and_reads_class_folders(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from PIL import Image
 
     with pytest.raises(ConfigError, match="one sub-folder of images per class") as info:
@@ -168,7 +170,8 @@ def test_imagefolder_needs_a_root_and_reads_class_folders(tmp_path: Path) -> Non
         (tmp_path / label).mkdir()
         for i in range(6):
             Image.new("RGB", (40 + i, 30), colour).save(tmp_path / label / f"{i}.png")
-    d = load_data("imagefolder", root=str(tmp_path), train_samples=8, val_samples=4, seed=0, resolution=16)
+    d = load_data("imagefolder", root=str(tmp_path), train_samples=8, val_samples=4, seed=0, resolution=16,
+                  cache_dir=tmp_path_factory.mktemp("cache"))
     assert d.train_x.shape == (8, 3, 16, 16) and d.num_classes == 2 and d.augment
     assert torch.bincount(d.val_y).tolist() == [2, 2]
     # The red class really is red after decoding and resizing.

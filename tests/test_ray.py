@@ -67,6 +67,14 @@ def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
         time.sleep(0.5)
 
 
+def node_flags() -> list[str]:
+    """Each node's own ports: two nodes on one machine cannot share Ray's defaults."""
+    ports = ("node-manager", "object-manager", "metrics-export", "runtime-env-agent", "dashboard-agent-listen",
+             "dashboard-agent-grpc")
+    return ["--block", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000",
+            *(f"--{name}-port={free_port()}" for name in ports)]
+
+
 @pytest.fixture(scope="module")
 def cluster(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A head node (with the dashboard) and a second node, one CPU each, stopped by their process ids."""
@@ -74,13 +82,6 @@ def cluster(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> It
     # Ray's socket paths must stay short: a temp dir of our own under /tmp, not pytest's long one.
     temp_dir = tempfile.mkdtemp(prefix="rn-", dir="/tmp")
     gcs, dashboard = free_port(), free_port()
-
-    def node_flags() -> list[str]:
-        """Each node's own ports: two nodes on one machine cannot share Ray's defaults."""
-        ports = ("node-manager", "object-manager", "metrics-export", "runtime-env-agent", "dashboard-agent-listen",
-                 "dashboard-agent-grpc")
-        return ["--block", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=150000000",
-                *(f"--{name}-port={free_port()}" for name in ports)]
 
     head_cmd = [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
@@ -351,3 +352,30 @@ def test_trials_get_a_gpu_each_by_default_where_the_cluster_has_gpus() -> None:
                               (cfg(device="cuda", gpus_per_trial=0.0), gpu_nodes, "0 GPUs per trial")):
         with pytest.raises(ConfigError, match=words):
             trial_resources(bad, nodes)
+
+
+@pytest.mark.slow
+def test_a_storage_path_a_node_cannot_see_is_refused_before_any_trial(env: dict[str, str], cluster: Cluster,
+                                                                      tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    # A third node in a mount namespace of its own, where a tmpfs hides the storage path: a machine without it.
+    hide = f'mount -t tmpfs none "{storage}" && exec "$0" "$@"'
+    cmd = ["unshare", "-m", "sh", "-c", hide, str(BIN / "ray"), "start", f"--address={cluster.address}",
+           *node_flags()]
+    log = tmp_path / "blind.log"
+    with open(log, "wb") as f:
+        node = subprocess.Popen(cmd, env={**env, "RAY_AUTH_MODE": "token"}, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(log, "block forever", node, timeout=180)
+        out = tmp_path / "run"
+        result = cli(env, "search", *SMALL, "--out", str(out), "--backend", "ray", "--address", cluster.address,
+                     "--storage-path", str(storage))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith(f"resnas: error: --storage-path {storage} is not visible from 1 of the "
+                                        "cluster's 3 nodes"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (out / "trials.csv").exists()
+        assert not list(storage.iterdir())  # the probe cleaned up after itself
+    finally:
+        node.terminate()
+        node.wait(timeout=90)

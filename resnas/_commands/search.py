@@ -165,7 +165,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> SearchConfig:
         pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives), device=DeviceName(args.device),
         keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout, backend=Backend(args.backend),
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent,
+        max_concurrent=args.max_concurrent, storage_path=args.storage_path,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
     )
     return SearchConfig(**{**settings, **fixed})
@@ -277,6 +277,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                      help="GPUs each trial reserves, a fraction shares one (default: 1 when the cluster has "
                           "GPUs and --device is not cpu, else 0)")
     ray.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster fits)")
+    ray.add_argument("--storage-path", help="where Tune keeps trial checkpoints: on a cluster of several machines, "
+                                            "a folder every node mounts or a URI such as s3://bucket/path "
+                                            "(default: RUN_DIR/ray)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

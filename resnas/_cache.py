@@ -1,0 +1,246 @@
+"""On-disk caches of decoded images: a raw uint8 N x C x H x W file plus a JSON record, memory-mapped.
+
+An image folder is decoded once, by worker processes, at the training resolution, and only the images a
+split needs. Later loads (a second search, a resume, every trial on the node) map the file copy-on-write:
+the pages are shared through the page cache and nothing is decoded or copied up front.
+
+Files per entry, named by a digest of the key (source, file-list fingerprint, resolution, indices):
+`<digest>.u8` (the pixels), `<digest>.json` (the key, shape, the data file's size/inode/mtime and the
+caller's summary, e.g. channel statistics) and `<digest>.lock`. Builders hold an exclusive `flock` on the
+lock file, so concurrent processes decode once and never write the same file; the pixels are written to
+a temporary file renamed into place, and the record is renamed in last, so a killed build leaves no
+entry that looks complete. An entry whose record does not match its data file (truncated, rewritten,
+replaced) is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnas._errors import DataError, StorageError
+
+__all__ = ["Decoder", "cached_images", "decode_image", "default_cache_dir", "default_workers"]
+
+# A decoder maps (image path, resolution) to a C x H x W uint8 array; `decode_image` is the real one.
+Decoder = Callable[[str, int], np.ndarray]
+# Bumped whenever `decode_image` or the file layout changes, so older entries stop matching.
+FORMAT_VERSION = 1
+# Images per task handed to a worker: large enough to amortise the task, small enough to balance.
+_CHUNK = 32
+# Below this many images per worker, starting worker processes (each imports torch) costs more than it saves.
+_MIN_IMAGES_PER_WORKER = 256
+_MAX_DEFAULT_WORKERS = 16
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/resnas/data, else ~/.cache/resnas/data."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnas" / "data"
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on, at most 16."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _MAX_DEFAULT_WORKERS))
+
+
+def decode_image(path: str, resolution: int) -> np.ndarray:
+    """One image file as RGB, shorter side resized to `resolution` and centre-cropped: 3 x res x res uint8.
+
+    The same steps as torchvision's ImageFolder with Resize + CenterCrop + PILToTensor.
+    """
+    from torchvision import transforms
+    from torchvision.datasets.folder import pil_loader
+
+    tf = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution)])
+    image = tf(pil_loader(path))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def cached_images(
+    key: Mapping[str, Any],
+    paths: Sequence[str],
+    resolution: int,
+    *,
+    cache_dir: Path,
+    workers: int | None,
+    decode: Decoder,
+    summarize: Callable[[np.ndarray], dict[str, Any]],
+    folder: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """`paths` decoded to an N x 3 x res x res memmap (copy-on-write) and `summarize`'s record of it.
+
+    Found by `key` (JSON-able) in `cache_dir`, or built there first by `workers` processes running
+    `decode` (None: one per CPU, at most 16, fewer for small splits; a `decode` run by 2+ workers must
+    pickle: a module-level function or a partial of one); `summarize` runs once, on the fresh build, and its result is stored with it. `folder` names
+    the source in the error raised for an image that cannot be decoded.
+    """
+    shape = (len(paths), 3, resolution, resolution)
+    record = {"version": FORMAT_VERSION, "key": json.loads(json.dumps(dict(key))), "shape": list(shape)}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+    data, meta = cache_dir / f"{digest}.u8", cache_dir / f"{digest}.json"
+    found = _open_valid(data, meta, record)
+    if found is not None:
+        return found
+    _make_dir(cache_dir)
+    with _locked(cache_dir / f"{digest}.lock"):
+        found = _open_valid(data, meta, record)  # built by another process while this one waited
+        if found is not None:
+            return found
+        _build(data, meta, record, paths, resolution, workers=workers, decode=decode,
+               summarize=summarize, folder=folder)
+    found = _open_valid(data, meta, record)
+    if found is None:
+        raise StorageError(f"the image cache {data} changed while it was being built; run again, or give "
+                           "cache_dir a folder no other program writes to")
+    return found
+
+
+def _open_valid(data: Path, meta: Path, record: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The entry's pixels, mapped copy-on-write, and its summary; None if it is missing or does not match."""
+    try:
+        stored = json.loads(meta.read_text())
+        st = data.stat()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in record.items()):
+        return None
+    # Size, inode and mtime as recorded after the rename: a truncated, rewritten or swapped file differs.
+    if stored.get("file") != _identity(st) or st.st_size != math.prod(record["shape"]):
+        return None
+    # Mode "c": pages come from the shared page cache; a write (none is made) would stay private.
+    pixels = np.memmap(data, dtype=np.uint8, mode="c", shape=tuple(record["shape"]))
+    return pixels, stored.get("summary", {})
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    """What identifies one version of a file: its size, inode and modification time."""
+    return [st.st_size, st.st_ino, st.st_mtime_ns]
+
+
+def _make_dir(cache_dir: Path) -> None:
+    """Create `cache_dir`, or say which folder to give instead."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the image cache folder {cache_dir} ({e.strerror}); give cache_dir "
+                           "a writable folder") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (released by the kernel if the process dies)."""
+    try:
+        handle = open(path, "a+b")  # noqa: SIM115 - closed below, after unlocking
+    except OSError as e:
+        raise StorageError(f"cannot write in the image cache folder {path.parent} ({e.strerror}); give "
+                           "cache_dir a writable folder") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def _build(data: Path, meta: Path, record: Mapping[str, Any], paths: Sequence[str], resolution: int, *,
+           workers: int | None, decode: Decoder, summarize: Callable[[np.ndarray], dict[str, Any]],
+           folder: str) -> None:
+    """Decode into a temporary file, then rename it and its record into place (the record last)."""
+    shape = tuple(record["shape"])
+    # Under the lock no other builder of this entry runs: any temporary left is a killed build's.
+    for stale in data.parent.glob(f"{data.stem}.*.tmp-*"):
+        stale.unlink(missing_ok=True)
+    _check_space(data.parent, math.prod(shape))
+    token = f"tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp_data, tmp_meta = data.with_name(f"{data.name}.{token}"), meta.with_name(f"{meta.name}.{token}")
+    try:
+        np.memmap(tmp_data, dtype=np.uint8, mode="w+", shape=shape).flush()
+        _decode_all(tmp_data, shape, paths, resolution, workers=workers, decode=decode, folder=folder)
+        summary = summarize(np.memmap(tmp_data, dtype=np.uint8, mode="c", shape=shape))
+        _fsync(tmp_data)
+        os.replace(tmp_data, data)
+        stored = {**record, "summary": summary, "file": _identity(data.stat())}
+        tmp_meta.write_text(json.dumps(stored, sort_keys=True))
+        _fsync(tmp_meta)
+        os.replace(tmp_meta, meta)
+    except OSError as e:
+        raise StorageError(f"cannot write the image cache {data} ({e.strerror or e}); free space there or "
+                           "give cache_dir another folder") from None
+    finally:
+        tmp_data.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
+
+
+def _check_space(folder: Path, size: int) -> None:
+    """The cache's folder has room for `size` bytes, checked before decoding for minutes."""
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise StorageError(f"the image cache needs {size / 2**30:,.1f} GiB but {folder} has {free / 2**30:,.1f} "
+                           "GiB free; free space there, give cache_dir another folder, or lower the resolution")
+
+
+def _fsync(path: Path) -> None:
+    """Flush `path` to disk, so a crash after the rename cannot leave a complete-looking empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _decode_all(target: Path, shape: tuple[int, ...], paths: Sequence[str], resolution: int, *,
+                workers: int | None, decode: Decoder, folder: str) -> None:
+    """Decode every path into row i of the memmap file `target`, in worker processes where it pays."""
+    tasks = [(str(target), shape, start, list(paths[start : start + _CHUNK]), resolution, decode, folder)
+             for start in range(0, len(paths), _CHUNK)]
+    if workers is None:
+        workers = min(default_workers(), len(paths) // _MIN_IMAGES_PER_WORKER)
+    workers = max(1, min(workers, len(tasks)))
+    if workers == 1:
+        for task in tasks:
+            _decode_chunk(task)
+        return
+    # Spawned, not forked: the caller may run threads (trials, Ray) that a fork would copy mid-lock.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for _ in pool.imap_unordered(_decode_chunk, tasks):
+            pass
+
+
+def _decode_chunk(task: tuple[str, tuple[int, ...], int, list[str], int, Decoder, str]) -> None:
+    """Decode one run of consecutive images into their rows of the memmap file (runs in a worker)."""
+    target, shape, start, paths, resolution, decode, folder = task
+    out = np.memmap(target, dtype=np.uint8, mode="r+", shape=shape)
+    for i, path in enumerate(paths):
+        out[start + i] = _decode_one(decode, path, resolution, folder)
+    out.flush()
+    del out
+
+
+def _decode_one(decode: Decoder, path: str, resolution: int, folder: str) -> np.ndarray:
+    """One decoded image; a file PIL cannot decode is a DataError naming it."""
+    from PIL import Image
+
+    try:
+        return decode(path, resolution)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated files,
+        # SyntaxError or ValueError for some malformed headers, DecompressionBombError for huge ones.
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot decode {path} as an image ({message}); delete it or move it out of "
+                        f"{folder}") from None
