@@ -25,6 +25,8 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,9 @@ Decoder = Callable[[str, int], np.ndarray]
 FORMAT_VERSION = 1
 # Images per task handed to a worker: large enough to amortise the task, small enough to balance.
 _CHUNK = 32
-# Below this many images per worker, starting worker processes (each imports torch) costs more than it saves.
-_MIN_IMAGES_PER_WORKER = 256
+# Images per worker below which a default build uses fewer: a spawned worker imports torch and torchvision
+# (2-5 s), the time it takes to decode about 1000 small JPEGs.
+_MIN_IMAGES_PER_WORKER = 1000
 _MAX_DEFAULT_WORKERS = 16
 
 
@@ -216,10 +219,19 @@ def _decode_all(target: Path, shape: tuple[int, ...], paths: Sequence[str], reso
         for task in tasks:
             _decode_chunk(task)
         return
-    # Spawned, not forked: the caller may run threads (trials, Ray) that a fork would copy mid-lock.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for _ in pool.imap_unordered(_decode_chunk, tasks):
+    # Spawned, not forked: the caller may run threads (trials, Ray) that a fork would copy mid-lock. An
+    # executor, not a Pool: a worker that dies (killed, out of memory) fails the build instead of hanging it.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        for _ in pool.map(_decode_chunk, tasks):
             pass
+    except BrokenProcessPool as e:
+        raise DataError(f"a worker process decoding {folder} died ({e}); run again, with workers=1 if it "
+                        "happens again (e.g. out of memory)") from None
+    finally:
+        # After a failure (an image that cannot be decoded), the queued chunks are dropped, not decoded.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_chunk(task: tuple[str, tuple[int, ...], int, list[str], int, Decoder, str]) -> None:

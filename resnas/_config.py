@@ -74,6 +74,8 @@ class SearchConfig:
     epochs: int = 2
     dataset: str = "fashion-mnist"
     data_root: str | None = None
+    # Where an image folder's decoded split is cached (default: $XDG_CACHE_HOME/resnas/data).
+    data_cache: str | None = None
     train_samples: int | None = 2000
     val_samples: int | None = 1000
     train_resolution: int | None = None

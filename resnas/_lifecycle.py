@@ -137,7 +137,8 @@ def load_training_data(cfg: SearchConfig) -> DataSplits:
     """The proxy's data, at least 32x32 (resnas nets need it): smaller images are upsampled once here."""
     from resnas._data import load_data
 
-    kwargs = dict(root=cfg.data_root, train_samples=cfg.train_samples, val_samples=cfg.val_samples, seed=cfg.seed)
+    kwargs = dict(root=cfg.data_root, train_samples=cfg.train_samples, val_samples=cfg.val_samples, seed=cfg.seed,
+                  cache_dir=cfg.data_cache)
     data = load_data(cfg.dataset, resolution=cfg.train_resolution, **kwargs)  # type: ignore[arg-type]
     if data.resolution < 32:
         data = load_data(cfg.dataset, resolution=32, **kwargs)  # type: ignore[arg-type]
@@ -437,7 +438,7 @@ class SearchCore:
         """run.json: what export and the reports need to describe the run (no absolute paths of this machine)."""
         settings = asdict(self.cfg)
         settings.update({k: v.value for k, v in settings.items() if isinstance(v, enum.Enum)})
-        for key in ("out", "data_root", "storage", "storage_path"):
+        for key in ("out", "data_root", "data_cache", "storage", "storage_path"):
             settings.pop(key)
         space, data = self.space, self.data
         return {

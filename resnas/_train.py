@@ -1,6 +1,10 @@
 """Short proxy training of one candidate network on in-memory data, reporting validation accuracy per epoch.
 
-Batches are index permutations over tensors already on the device: no DataLoader, no workers.
+Batches are index permutations over tensors already on the device: no DataLoader, no workers. Splits
+larger than the device's data budget (`TrainConfig.device_budget_bytes`; by default a quarter of a GPU's
+free memory) stay in host memory (e.g. memory-mapped from the image cache) and each batch is gathered
+there, in the same order, by a background thread into pinned memory and copied to the device ahead of
+its step: the same computation as the all-on-device path, with the same results.
 Test hook: `train_candidate(..., fault=Fault.NAN)` replaces the first step's loss by NaN, `Fault.OOM`
 raises CUDA's out-of-memory error at the first step (on any device), and `Fault.OOM_WHOLE_BATCH` does so
 only while the batch is not split into micro-batches, so the search's handling of failed candidates and
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +51,10 @@ __all__ = [
 
 # On a GPU, reading the loss back every step would stall the launch queue; check it every this many steps.
 _CUDA_LOSS_CHECK_EVERY = 25
+# Share of a GPU's free memory the splits may take by default; the rest is the candidate's to train in.
+_DEVICE_DATA_SHARE = 0.25
+# Batches a streaming run gathers ahead of the one it trains on (each one pinned host buffer).
+_PREFETCH = 3
 
 
 class Fault(str, enum.Enum):
@@ -111,12 +120,17 @@ class TrainConfig:
     evaluate_each_epoch: bool = True
     # Micro-batches per batch, their gradients summed before each step (after a CUDA out-of-memory error).
     accumulation: int = 1
+    # Bytes of images (both splits) that may be copied to the device whole; larger splits are streamed
+    # batch by batch. None: a quarter of a GPU's free memory, no limit on the CPU (nothing is copied).
+    device_budget_bytes: int | None = None
 
     def __post_init__(self) -> None:
         """Reject values that cannot train, with ConfigError naming the setting."""
         for name in ("epochs", "batch_size", "accumulation"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if self.device_budget_bytes is not None and self.device_budget_bytes < 0:
+            raise ConfigError(f"must be at least 0, got {self.device_budget_bytes}", field="device_budget_bytes")
         if not self.lr > 0:
             raise ConfigError(f"must be positive, got {self.lr}", field="lr")
         if not 0 <= self.momentum < 1:
@@ -246,10 +260,11 @@ def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
 
 @dataclass(eq=False)
 class _Run:
-    """A training run's model, data on the device, optimiser and fixed settings, and its progress so far."""
+    """A training run's model, data (images on the device or streamed), optimiser, settings and progress."""
 
     model: nn.Module
     device: torch.device
+    # On the device, or in host memory when `stream` (every batch is then gathered there and copied over).
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -266,6 +281,7 @@ class _Run:
     # Padding of the random crop, or None when the images are not augmented.
     crop_pad: int | None
     autocast: torch.autocast
+    stream: bool = False
     history: list[EpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -291,12 +307,13 @@ def _setup(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.d
     # The last partial batch is dropped: a tiny batch gives noisy BatchNorm statistics and a wasted step.
     steps_per_epoch = n // batch
     optimizer, schedule = make_optimizer(model, cfg, steps_per_epoch)
+    stream = _too_large(data, cfg.device_budget_bytes, device)
     return _Run(
         model=model,
         device=device,
-        train_x=data.train_x.to(device, non_blocking=True),
+        train_x=data.train_x if stream else data.train_x.to(device, non_blocking=True),
         train_y=data.train_y.to(device, non_blocking=True),
-        val_x=data.val_x.to(device, non_blocking=True),
+        val_x=data.val_x if stream else data.val_x.to(device, non_blocking=True),
         val_y=data.val_y.to(device, non_blocking=True),
         mean=torch.tensor(data.mean, device=device).view(1, -1, 1, 1),
         std=torch.tensor(data.std, device=device).view(1, -1, 1, 1),
@@ -309,7 +326,17 @@ def _setup(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.d
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
         crop_pad=max(1, data.resolution // 8) if cfg.augment and data.augment else None,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+        stream=stream,
     )
+
+
+def _too_large(data: DataSplits, budget: int | None, device: torch.device) -> bool:
+    """Whether both splits' images exceed `budget` bytes (None: the default for `device`) on the device."""
+    if budget is None:
+        if device.type != "cuda":
+            return False  # host memory is where the images already are: moving them copies nothing
+        budget = int(torch.cuda.mem_get_info(device)[0] * _DEVICE_DATA_SHARE)
+    return data.train_x.nbytes + data.val_x.nbytes > budget
 
 
 def _train(
@@ -390,25 +417,78 @@ def _train_epoch(run: _Run, epoch: int, fault: Fault | None) -> float:
     check_every = _CUDA_LOSS_CHECK_EVERY if run.cuda else 1
     losses: list[torch.Tensor] = []
     loss_sum = torch.zeros((), device=run.device)
-    for step in range(run.steps_per_epoch):
-        idx = perm[step * run.batch : (step + 1) * run.batch]
-        losses.append(_step(run, idx, fault if step == 0 else None))
-        if len(losses) == check_every or step == run.steps_per_epoch - 1:
-            window = torch.stack(losses)
-            _raise_if_nonfinite(window, epoch, step + 2 - len(losses))
-            loss_sum += window.sum()
-            losses.clear()
+    steps = [perm[step * run.batch : (step + 1) * run.batch] for step in range(run.steps_per_epoch)]
+    with contextlib.closing(_images(run, run.train_x, steps)) as batches:
+        for step, (idx, images) in enumerate(zip(steps, batches, strict=True)):
+            losses.append(_step(run, idx, images, fault if step == 0 else None))
+            if len(losses) == check_every or step == run.steps_per_epoch - 1:
+                window = torch.stack(losses)
+                _raise_if_nonfinite(window, epoch, step + 2 - len(losses))
+                loss_sum += window.sum()
+                losses.clear()
     return loss_sum.item() / run.steps_per_epoch
 
 
-def _step(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
-    """One optimiser and schedule step on the training images at `idx`, in `run.accumulation` micro-batches
-    whose gradients sum to the whole batch's; the (detached) loss."""
+def _images(run: _Run, x: torch.Tensor, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The rows of `x` at each index tensor of `batches`, on the device: gathered there, or streamed."""
+    if not run.stream:
+        yield from (x[idx] for idx in batches)
+        return
+    # Gathering on the host needs host indices: one device-to-host copy per epoch, not per step.
+    host = torch.cat(batches).cpu().split([len(idx) for idx in batches]) if batches else ()
+    yield from _prefetched(x, host, run.device)
+
+
+def _prefetched(x: torch.Tensor, batches: tuple[torch.Tensor, ...], device: torch.device) -> Iterator[torch.Tensor]:
+    """`x[idx]` for each host index tensor in `batches`, in order, gathered by a background thread into
+    (pinned, for a GPU) buffers up to _PREFETCH batches ahead and copied to `device` without blocking."""
+    ready: queue.Queue[torch.Tensor | BaseException] = queue.Queue(maxsize=_PREFETCH)
+    stop = threading.Event()
+
+    def gather() -> None:
+        try:
+            for idx in batches:
+                # A fresh buffer per batch: the pinned allocator reuses one only after its copy has run.
+                buf = torch.empty((len(idx), *x.shape[1:]), dtype=x.dtype, pin_memory=device.type == "cuda")
+                if not _offer(ready, torch.index_select(x, 0, idx, out=buf), stop):
+                    return
+        except BaseException as e:  # handed to the training thread, which raises it
+            _offer(ready, e, stop)
+
+    thread = threading.Thread(target=gather, name="resnas-prefetch", daemon=True)
+    thread.start()
+    try:
+        for _ in batches:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item.to(device, non_blocking=True)
+    finally:
+        # The run may stop mid-epoch (a pruned trial, a non-finite loss): end the thread before returning.
+        stop.set()
+        thread.join()
+
+
+def _offer(ready: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put `item` on `ready`, waiting for room unless `stop` is set; whether it was put."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _step(run: _Run, idx: torch.Tensor, images: torch.Tensor, fault: Fault | None) -> torch.Tensor:
+    """One optimiser and schedule step on the training `images` (labels at `idx`), in `run.accumulation`
+    micro-batches whose gradients sum to the whole batch's; the (detached) loss."""
     run.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=run.device)
-    for i, part in enumerate(idx.chunk(run.accumulation)):
+    parts = zip(idx.chunk(run.accumulation), images.chunk(run.accumulation), strict=True)
+    for i, (part, part_images) in enumerate(parts):
         # Each micro-batch's mean loss weighted by its share: the sum is the whole batch's mean loss.
-        loss = _loss(run, part, fault if i == 0 else None) * (len(part) / len(idx))
+        loss = _loss(run, part, part_images, fault if i == 0 else None) * (len(part) / len(idx))
         loss.backward()
         total += loss.detach()
     run.optimizer.step()
@@ -416,9 +496,9 @@ def _step(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
     return total
 
 
-def _loss(run: _Run, idx: torch.Tensor, fault: Fault | None) -> torch.Tensor:
-    """The mean training loss on the images at `idx` (augmented where the data suits it)."""
-    x = run.prepare(run.train_x[idx])
+def _loss(run: _Run, idx: torch.Tensor, images: torch.Tensor, fault: Fault | None) -> torch.Tensor:
+    """The mean training loss on `images`, labelled at `idx` (augmented where the data suits it)."""
+    x = run.prepare(images)
     if run.crop_pad is not None:
         x = _crop_flip(x, run.crop_pad, run.generator).contiguous(memory_format=run.memory_format)
     with run.autocast:
@@ -461,10 +541,11 @@ def _evaluate(run: _Run, batch: int) -> float:
     """Top-1 accuracy of the model on the validation split, in eval mode, in batches of `batch`."""
     run.model.eval()
     correct = torch.zeros((), dtype=torch.long, device=run.device)
-    with torch.no_grad(), run.autocast:
-        for i in range(0, len(run.val_y), batch):
-            logits = run.model(run.prepare(run.val_x[i : i + batch]))
-            correct += (logits.argmax(dim=1) == run.val_y[i : i + batch]).sum()
+    slices = list(torch.arange(len(run.val_y), device=run.device).split(batch))
+    with torch.no_grad(), run.autocast, contextlib.closing(_images(run, run.val_x, slices)) as batches:
+        for idx, images in zip(slices, batches, strict=True):
+            logits = run.model(run.prepare(images))
+            correct += (logits.argmax(dim=1) == run.val_y[idx]).sum()
     return correct.item() / len(run.val_y)
 
 

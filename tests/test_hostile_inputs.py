@@ -201,7 +201,8 @@ def test_a_non_image_in_an_image_folder_is_named(capsys: pytest.CaptureFixture[s
     broken = images / "cat" / "broken.jpg"
     broken.write_text("not a JPEG at all")
     line = _one_line_error(capsys, [*QUICK_SEARCH, "--dataset", "imagefolder", "--data-root", str(images),
-                                    "--train-samples", "4", "--val-samples", "2", "--out", str(tmp_path / "run")])
+                                    "--train-samples", "7", "--val-samples", "2", "--data-cache", str(tmp_path / "cache"),
+                                    "--out", str(tmp_path / "run")])
     assert f"cannot decode {broken} as an image" in line and f"delete it or move it out of {images}" in line
 
 

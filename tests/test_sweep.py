@@ -10,17 +10,17 @@ import pytest
 
 from tests._e2e import SPACE, cli, rows
 
-TINY = ["--space", SPACE, "--dataset", "synthetic", "--epochs", "2", "--train-samples", "128", "--val-samples", "64",
-        "--proxy-width", "0.25"]
+TINY = ["--space", SPACE, "--dataset", "synthetic", "--epochs", "2", "--train-samples", "64", "--val-samples", "32",
+        "--batch-size", "32", "--proxy-width", "0.25"]
 
 
 def test_a_sweep_trains_n_random_fitting_architectures_per_budget_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    res = cli("sweep", *TINY, "--budget", "50M,30M,50000000", "--samples", "3", "--out", str(out))
+    res = cli("sweep", *TINY, "--budget", "400M,200M,400000000", "--samples", "2", "--out", str(out))
     assert res.returncode == 0, res.stderr
     sweep = json.loads((out / "sweep.json").read_text())
-    assert sweep["runs"] == ["30m", "50m"] and sweep["budgets"] == [30_000_000, 50_000_000]
-    assert sweep["samples"] == 3 and "resnas analyze" in res.stdout
+    assert sweep["runs"] == ["200m", "400m"] and sweep["budgets"] == [200_000_000, 400_000_000]
+    assert sweep["samples"] == 2 and "resnas analyze" in res.stdout
     for name, budget in zip(sweep["runs"], sweep["budgets"]):
         run = out / name
         settings = json.loads((run / "run.json").read_text())["settings"]
@@ -28,21 +28,21 @@ def test_a_sweep_trains_n_random_fitting_architectures_per_budget_and_resumes(tm
         table = rows(run)
         done = [r for r in table if r["state"] == "complete"]
         # Trained to the end (no pruning), none queued first: every trained one is a sampler's draw.
-        assert len(done) == 3 and all(r["epochs"] == "2" and not r["name"] for r in done)
+        assert len(done) == 2 and all(r["epochs"] == "2" and not r["name"] for r in done)
         assert all(int(r["flops"]) <= budget for r in done)
         assert {r["state"] for r in table} <= {"complete", "over_budget", "duplicate"}
         study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{run / 'study.db'}")
         assert not [t for t in study.trials if {"classic", "stratified_start"} & t.user_attrs.keys()]
-    more = cli("sweep", *TINY, "--budget", "30M,50M", "--samples", "4", "--out", str(out))
+    more = cli("sweep", *TINY, "--budget", "200M,400M", "--samples", "3", "--out", str(out))
     assert more.returncode == 0, more.stderr
-    assert [len([r for r in rows(out / n) if r["state"] == "complete"]) for n in ("30m", "50m")] == [4, 4]
+    assert [len([r for r in rows(out / n) if r["state"] == "complete"]) for n in ("200m", "400m")] == [3, 3]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--budget", "4potatoes,1G"], "invalid FLOP budget '4potatoes'"),
     (["--budget", ","], "--budget names no budget"),
-    (["--budget", "50M,1K"], "no architecture in the space fits the budget"),
-    (["--budget", "50M", "--samples", "0"], "--samples must be at least 1"),
+    (["--budget", "400M,1K"], "no architecture in the space fits the budget"),
+    (["--budget", "400M", "--samples", "0"], "--samples must be at least 1"),
 ])
 def test_bad_sweeps_are_one_line_and_leave_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "sweep"
@@ -55,14 +55,14 @@ def test_a_sweep_folder_is_not_mixed_with_another_space_or_a_users_files(tmp_pat
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    res = cli("sweep", *TINY, "--budget", "50M", "--samples", "1", "--out", str(mine))
+    res = cli("sweep", *TINY, "--budget", "400M", "--samples", "1", "--out", str(mine))
     assert res.returncode == 2 and "holds no sweep.json" in res.stderr
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     out = tmp_path / "sweep"
-    assert cli("sweep", *TINY, "--budget", "50M", "--samples", "1", "--out", str(out)).returncode == 0
+    assert cli("sweep", *TINY, "--budget", "400M", "--samples", "1", "--out", str(out)).returncode == 0
     other = tmp_path / "resnet_family.yaml"
     other.write_text(Path(SPACE).read_text())
-    res = cli("sweep", *TINY, "--space", str(other), "--budget", "50M", "--samples", "1", "--out", str(out))
+    res = cli("sweep", *TINY, "--space", str(other), "--budget", "400M", "--samples", "1", "--out", str(out))
     assert res.returncode == 2 and "is a sweep of" in res.stderr
 
 
@@ -73,8 +73,8 @@ def test_a_runs_study_opens_in_optuna_dashboard_with_its_costs_and_kinds(tmp_pat
     from optuna_dashboard import wsgi
 
     out = tmp_path / "sweep"
-    assert cli("sweep", *TINY, "--budget", "50M", "--samples", "1", "--out", str(out)).returncode == 0
-    app = wsgi(f"sqlite:///{out / '50m' / 'study.db'}")  # what `optuna-dashboard sqlite:///...` serves
+    assert cli("sweep", *TINY, "--budget", "400M", "--samples", "1", "--out", str(out)).returncode == 0
+    app = wsgi(f"sqlite:///{out / '400m' / 'study.db'}")  # what `optuna-dashboard sqlite:///...` serves
 
     def get(path: str) -> dict:
         environ: dict = {"PATH_INFO": path, "wsgi.input": io.BytesIO()}
@@ -90,6 +90,6 @@ def test_a_runs_study_opens_in_optuna_dashboard_with_its_costs_and_kinds(tmp_pat
     complete = [t for t in trials if t["state"] == "Complete"]
     assert len(complete) == 1
     attrs = {a["key"]: a["value"] for a in complete[0]["user_attrs"]}
-    row = next(r for r in rows(out / "50m") if r["state"] == "complete")
+    row = next(r for r in rows(out / "400m") if r["state"] == "complete")
     assert attrs["flops"] == row["flops"] and attrs["params"] == row["params"]
     assert attrs["shortcut"] == json.loads(row["arch"])["shortcut"] and attrs["order"] in ("pre", "post")

@@ -159,7 +159,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> SearchConfig:
     settings = dict(
         space=default_space() if args.space is None else args.space, budget=budget,
         out=args.out or _default_out(args, budget), trials=args.trials, epochs=args.epochs, dataset=args.dataset,
-        data_root=args.data_root, train_samples=args.train_samples, val_samples=args.val_samples,
+        data_root=args.data_root, data_cache=args.data_cache, train_samples=args.train_samples, val_samples=args.val_samples,
         train_resolution=args.train_resolution, proxy_width=args.proxy_width, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, study=args.study, storage=args.storage, sampler=SamplerName(args.sampler),
         pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives), device=DeviceName(args.device),
@@ -250,6 +250,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    choices=["fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"],
                    help="training data; the validation images are held out of its training split")
     p.add_argument("--data-root", help="dataset folder (default: $RESNAS_DATA, Debian's, torchvision's)")
+    p.add_argument("--data-cache", help="where an image folder's split is decoded to once, at the training "
+                                        "resolution, and memory-mapped from (default: $XDG_CACHE_HOME/resnas/data)")
     p.add_argument("--train-samples", type=int, default=2000, help="training images per candidate (proxy)")
     p.add_argument("--val-samples", type=int, default=1000, help="validation images held out of the training set")
     p.add_argument("--train-resolution", type=int,

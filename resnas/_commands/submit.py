@@ -58,7 +58,8 @@ def _job_command(words: list[str], root: Path) -> list[str]:
     args = parser.parse_args(words)  # bad flags fail here, not minutes later on the cluster
     paths = {"--out": lambda p: str(Path(p).resolve()), "--space": lambda p: _portable(p, root),
              "--data-root": lambda p: str(Path(p).resolve()),
-             "--storage-path": lambda p: p if "://" in p else str(Path(p).resolve())}
+             "--storage-path": lambda p: p if "://" in p else str(Path(p).resolve()),
+             "--data-cache": lambda p: str(Path(p).resolve())}
     out: list[str] = []
     rest = iter(words)
     for word in rest:
