@@ -312,8 +312,12 @@ class Study:
             if worker and _process_alive(worker):
                 continue
             storage.set_trial_user_attr(t._trial_id, _Key.STATE, TrialState.INTERRUPTED.value)
-            storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process running it died; retried")
-            self.optuna.enqueue_trial(t.params, user_attrs={_Key.RETRY_OF: t.number})
+            if _Key.ARCH in t.user_attrs:
+                storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process running it died; retried")
+                self.optuna.enqueue_trial(t.params, user_attrs={_Key.RETRY_OF: t.number})
+            else:  # cut off while its parameters were being drawn: they are partial, no architecture to retry
+                storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process proposing it died before "
+                                                                      "it had an architecture; not retried")
             self.optuna.tell(t.number, state=_FROZEN.FAIL)
             recovered.append(t.number)
         return recovered

@@ -302,12 +302,14 @@ def test_a_killed_driver_is_resumed_by_the_same_command(env: dict[str, str], clu
     for r in before:  # finished trials are untouched
         assert by_number[r["number"]] == r
     # Trials the dead driver was running were cut off: retried under new numbers and trained, or, where the
-    # target was reached first, still queued. (By the study's link, not the arch: a trial cut off while being
-    # asked has its parameters but no arch recorded.)
+    # target was reached first, still queued. A trial cut off while its parameters were being drawn had no
+    # architecture yet (its parameters are partial): it is marked interrupted and not retried.
     study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{out / 'study.db'}")
     retried = {t.user_attrs.get("retry_of") for t in study.trials if t.user_attrs.get("state") in ("complete", "pruned")}
     queued = {t.user_attrs.get("retry_of") for t in study.trials if t.state is optuna.trial.TrialState.WAITING}
-    interrupted = {int(r["number"]) for r in after if r["state"] == "interrupted"}
+    cut = {int(r["number"]) for r in after if r["state"] == "interrupted"}
+    interrupted = {n for n in cut if by_number[str(n)]["arch"]}
+    assert all("before it had an architecture" in by_number[str(n)]["reason"] for n in cut - interrupted)
     assert interrupted <= retried | queued
     assert len(interrupted & retried) == min(len(interrupted), 3 - len(before))  # the retries went first
     assert not (out / "ray").exists()
