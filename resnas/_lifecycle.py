@@ -560,14 +560,18 @@ class SearchCore:
         return recs
 
     def _await_others(self) -> None:
-        """Wait for the trials other live processes are still training, so the summary is the whole study's."""
+        """Wait for the trials other live processes of this machine are still training, so the summary is the
+        whole study's (another machine's cannot be told alive or dead: waiting for them could never end)."""
+        waiting = self.study.training_elsewhere(here_only=True)
+        if waiting:
+            self.report.note(f"waiting for {waiting} trial(s) that other processes are training for this study")
+        while waiting:
+            time.sleep(WAIT_FOR_OTHERS_S)
+            waiting = self.study.training_elsewhere(here_only=True)
         self.refresh()
         if self.elsewhere:
-            self.report.note(f"waiting for {self.elsewhere} trial(s) that other processes are training for this "
-                             "study")
-        while self.elsewhere:
-            time.sleep(WAIT_FOR_OTHERS_S)
-            self.refresh()
+            self.report.note(f"{self.elsewhere} trial(s) of this study are still training on other machines; "
+                             "rerun the command there, or later here, for a summary with them")
 
     def finish(self) -> list[TrialRecord]:
         """Raise what stopped the search, or write the run folder a last time and report the leaderboard."""

@@ -298,10 +298,15 @@ class Study:
     def trained_count(self) -> int:
         return sum(_state_of(t).trained for t in self._trials())
 
-    def training_elsewhere(self) -> int:
-        """Trials that other live processes are training for this study (started, not yet settled)."""
-        me = worker_id()
-        return sum(_claimed(t) and t.user_attrs[_Key.WORKER] != me for t in self._trials(_FROZEN.RUNNING))
+    def training_elsewhere(self, *, here_only: bool = False) -> int:
+        """Trials that other live processes (on this machine only, if `here_only`) are training for this study.
+
+        A process on another machine cannot be checked for life: its trials count as training.
+        """
+        me, host = worker_id(), socket.gethostname()
+        return sum(_claimed(t) and t.user_attrs[_Key.WORKER] != me
+                   and (not here_only or t.user_attrs[_Key.WORKER].rpartition(":")[0] == host)
+                   for t in self._trials(_FROZEN.RUNNING))
 
     def recover_interrupted(self) -> list[int]:
         """Mark trials of dead processes interrupted (failed) and queue their architectures again."""

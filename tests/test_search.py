@@ -383,3 +383,21 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_trials_of_other_processes_count_and_only_this_machines_are_awaited() -> None:
+    from resnas._study import Study, record_start
+
+    study = optuna.create_study(direction="maximize")
+    arch = resnas.zoo.get("resnet20")
+    here = socket.gethostname()
+    workers = {"mine": None, "other host": "elsewhere.example:123", "dead here": f"{here}:{_dead_pid()}",
+               "live here": f"{here}:1"}  # pid 1 is always alive
+    for worker in workers.values():
+        trial = study.ask()
+        record_start(trial, arch, 1)
+        if worker is not None:
+            trial.set_user_attr("worker", worker)
+    adapter = Study(study)
+    # This process's own trial is not "elsewhere"; a dead process's trial is nobody's.
+    assert adapter.training_elsewhere() == 2 and adapter.training_elsewhere(here_only=True) == 1
