@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from resnas._errors import DataError, StorageError
-from resnas._runfolder import RUN_FILE, RunFolder, SweepFolder, atomic_write, ensure_writable
+from resnas._runfolder import RUN_FILE, RunFolder, SweepFolder, atomic_write, ensure_writable, save_figure
 
 # Fewer complete sampled trials per budget than this cannot say anything about a space of ~10 dimensions.
 MIN_TRIALS = 8
@@ -668,14 +668,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name.replace("stages[", "stage")).strip("_")
 
 
-def _save(fig: Any, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write(path, buf.getvalue())
-
-
 def _budget_text(budget: int) -> str:
     from resnas._budget import format_flops
 
@@ -701,7 +693,7 @@ def plot_edf(name: str, analyses: Sequence[BudgetAnalysis], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_flops(analysis: Analysis, key: str, path: Path) -> None:
@@ -733,7 +725,7 @@ def plot_flops(analysis: Analysis, key: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _front(points: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -763,7 +755,7 @@ def plot_importance(analysis: Analysis, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # -- writing --------------------------------------------------------------------------------------

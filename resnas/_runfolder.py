@@ -324,7 +324,7 @@ class RunFolder:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        _save_figure(fig, self.path / PLOT_FILE)
+        save_figure(fig, self.path / PLOT_FILE)
 
 
 SWEEP_FILE = "sweep.json"
@@ -438,7 +438,7 @@ class VerifyFolder:
         ax.set_title(summary.verdict, fontsize=7, wrap=True)
         ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()
-        _save_figure(fig, self.path / self.PLOT)
+        save_figure(fig, self.path / self.PLOT)
 
 
 def _json(data: Any, *, sort_keys: bool = False) -> bytes:
@@ -455,7 +455,7 @@ def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
         os.replace(tmp, path)
 
 
-def _save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """A matplotlib Figure as a PNG, written atomically."""
     with _temporary(path) as tmp:
         fig.savefig(tmp, format="png")
