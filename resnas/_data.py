@@ -23,9 +23,12 @@ import os
 import socket
 import struct
 import threading
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,6 +74,21 @@ class DataSplits:
     def resolution(self) -> int:
         """Side length in pixels of the (square) images."""
         return int(self.train_x.shape[-1])
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        """Pickled with its tensors as numpy arrays, which pickle 5 carries out of band: Ray's object store
+        then hands every trial on a node a read-only view of one shared copy (torch tensors would be copied
+        into each trial's own memory)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return _unpickle_splits, ({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in values.items()},)
+
+
+def _unpickle_splits(values: dict[str, Any]) -> DataSplits:
+    """`DataSplits.__reduce__` undone: tensors sharing the arrays' memory (read-only ones included)."""
+    with warnings.catch_warnings():
+        # Arrays in Ray's shared memory are read-only; training only reads its data, never writes it.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return DataSplits(**{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in values.items()})
 
 
 @dataclass(frozen=True, eq=False)

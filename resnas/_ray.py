@@ -8,8 +8,9 @@ What Ray changes, and nothing else (proposals, screening, settling, the study an
   them COMPLETE with a truncated metric).
 - Early stopping: ASHA on validation accuracy per epoch (pruner hyperband), MedianStoppingRule (median), none
   where Optuna would not prune either.
-- Data: loaded once by the driver and put into Ray's object store by `tune.with_parameters`; every trial
-  fetches it from there, so worker nodes need no copy of the dataset.
+- Data: loaded once by the driver and put into Ray's object store by `tune.with_parameters`, its arrays out of
+  band (`DataSplits.__reduce__`): each node fetches one copy into its shared memory and every trial there maps
+  that copy read-only, so worker nodes need no copy of the dataset and trials none of their own.
 - Fault tolerance: each epoch is reported with a checkpoint of the whole training state; a trial whose worker
   dies is retried (FailureConfig) from its last epoch. A killed (or Ctrl-C'd) driver is resumed by rerunning the
   same command: the study is the only record of the search, so the rerun starts a new Tune experiment on it;

@@ -356,6 +356,54 @@ def test_trials_get_a_gpu_each_by_default_where_the_cluster_has_gpus() -> None:
             trial_resources(bad, nodes)
 
 
+# Runs in its own interpreter: two Ray actors (two worker processes) each map the search's data from the
+# object store and report which file and offset its pixels live at (/proc/self/maps).
+_SHARED_SCRIPT = r"""
+import json, os, sys
+import ray, torch
+from resnas._data import load_data
+
+def backing(t):
+    ptr = t.data_ptr()
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        start, end = (int(v, 16) for v in parts[0].split("-"))
+        if start <= ptr < end:
+            return {"inode": int(parts[4]), "dev": parts[3], "file_offset": ptr - start + int(parts[2], 16),
+                    "path": parts[5] if len(parts) > 5 else ""}
+    raise LookupError(ptr)
+
+@ray.remote(num_cpus=0)
+class Trial:
+    def read(self, data):
+        return {"pid": os.getpid(), "train": backing(data.train_x), "val": backing(data.val_x),
+                "sum": int(data.train_x.sum()), "labels": data.train_y.tolist()}
+
+data = load_data("synthetic", train_samples=600, val_samples=200)
+ray.init(address="local", include_dashboard=False, num_cpus=2, object_store_memory=80_000_000)
+ref = ray.put(data)  # what tune.with_parameters does with the search's data
+seen = ray.get([t.read.remote(ref) for t in (Trial.remote(), Trial.remote())])
+print(json.dumps({"seen": seen, "sum": int(data.train_x.sum()), "labels": data.train_y.tolist()}))
+"""
+
+
+def test_trials_on_one_node_share_one_copy_of_the_data(env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-c", _SHARED_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    first, second = report["seen"]
+    assert first["pid"] != second["pid"]  # two worker processes
+    for split in ("train", "val"):
+        # The same page of the same shared-memory file in both, not a private copy each (inode 0: anonymous).
+        assert first[split]["inode"] != 0, first[split]
+        assert first[split] == second[split]
+    for seen in (first, second):
+        assert seen["sum"] == report["sum"] and seen["labels"] == report["labels"]
+
+
 @pytest.mark.slow
 def test_a_storage_path_a_node_cannot_see_is_refused_before_any_trial(env: dict[str, str], cluster: Cluster,
                                                                       tmp_path: Path) -> None:
