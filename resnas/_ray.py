@@ -366,7 +366,8 @@ def _connected(address: str | None) -> Iterator[None]:
         if address is None:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                     runtime_env=runtime_env())
     except (ConnectionError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(f"cannot attach to the Ray cluster at {address}: {first}; start one with `ray start "
@@ -378,6 +379,14 @@ def _connected(address: str | None) -> Iterator[None]:
 
 
 CONNECT_TIMEOUT_S = 10.0
+
+
+def runtime_env() -> dict[str, Any]:
+    """This driver's resnas package shipped to every worker (Ray's py_modules, first on their sys.path): nodes
+    need only Python and resnas's dependencies, and never run another version of resnas than the driver."""
+    import resnas
+
+    return {"py_modules": [str(Path(resnas.__file__).resolve().parent)]}
 
 
 def _check_reachable(address: str) -> None:

@@ -182,6 +182,12 @@ def test_submit_makes_paths_valid_on_the_cluster(tmp_path: Path, monkeypatch: py
         _job_command(["--budget", "1G", "--ou", "x"], ROOT)
 
 
+def test_submit_refuses_a_negative_driver_reservation(env: dict[str, str]) -> None:
+    result = cli(env, "submit", "--driver-cpus", "-1", "--", "search", "--budget", "1G")
+    assert result.returncode == 2
+    assert result.stderr == "resnas: error: --driver-cpus -1: give a number of at least 0 (0 reserves nothing)\n"
+
+
 def test_jobs_without_ray_default_name_the_extra(env: dict[str, str]) -> None:
     # aiohttp stands for ray[default]'s packages: None in sys.modules makes importing it fail.
     code = "import sys; sys.modules['aiohttp'] = None; from resnas.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -327,6 +333,9 @@ def test_submit_runs_a_search_as_a_ray_job(env: dict[str, str], cluster: Cluster
     assert len(trained(out)) == 2
     status = cli(env, "jobs", "status", job_id, "--address", cluster.dashboard)
     assert status.returncode == 0 and f"{job_id}: succeeded" in status.stdout
+    # The driver held the head's one CPU (the default --driver-cpus 1), so both trials ran on the other node.
+    assert "driver: 1 CPU, 0 GPU reserved on the head node" in status.stdout
+    assert len({r["node"] for r in trained(out)}) == 1
     logs = cli(env, "jobs", "logs", job_id, "--address", cluster.dashboard)
     assert logs.returncode == 0 and "leaderboard" in logs.stdout
     unknown = cli(env, "jobs", "stop", "raysubmit_nonesuch", "--address", cluster.dashboard)
@@ -426,6 +435,38 @@ def test_a_storage_path_a_node_cannot_see_is_refused_before_any_trial(env: dict[
                                         "cluster's 3 nodes"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not (out / "trials.csv").exists()
         assert not list(storage.iterdir())  # the probe cleaned up after itself
+    finally:
+        node.terminate()
+        node.wait(timeout=90)
+
+
+@pytest.mark.slow
+def test_a_node_without_resnas_runs_trials_with_the_drivers_copy(env: dict[str, str], cluster: Cluster,
+                                                                 tmp_path: Path) -> None:
+    import resnas
+
+    package = Path(resnas.__file__).resolve().parent
+    # A third node, the only one with 2 CPUs, in a mount namespace where an empty tmpfs hides the resnas package
+    # this venv's editable install points at: a machine with Python, torch and Ray but no resnas.
+    hide = f'mount -t tmpfs none "{package}" && exec "$0" "$@"'
+    cmd = ["unshare", "-m", "sh", "-c", hide, str(BIN / "ray"), "start", f"--address={cluster.address}",
+           *node_flags()]
+    cmd[cmd.index("--num-cpus=1")] = "--num-cpus=2"
+    log = tmp_path / "bare.log"
+    with open(log, "wb") as f:
+        node = subprocess.Popen(cmd, env={**env, "RAY_AUTH_MODE": "token"}, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(log, "block forever", node, timeout=180)
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", hide + " -c 'import resnas._data'",
+                                sys.executable], capture_output=True, text=True, check=False)
+        assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr  # resnas is really missing there
+        out = tmp_path / "run"
+        # Two CPUs per trial: only the bare node can run them.
+        result = cli(env, "search", *SMALL, "--trials", "2", "--out", str(out), "--backend", "ray",
+                     "--address", cluster.address, "--cpus-per-trial", "2")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        done = trained(out)
+        assert len(done) == 2 and len({r["node"] for r in done}) == 1
     finally:
         node.terminate()
         node.wait(timeout=90)

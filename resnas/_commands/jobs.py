@@ -21,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _act(client: JobSubmissionClient, args: argparse.Namespace) -> int:
     """Status, logs or stop of one job."""
-    from resnas._commands.submit import follow
+    from resnas._commands.submit import DRIVER_KEY, follow
 
     try:
         if args.action == "logs":
@@ -31,6 +31,8 @@ def _act(client: JobSubmissionClient, args: argparse.Namespace) -> int:
         elif args.action == "status":
             info = client.get_job_info(args.job_id)
             print(f"{args.job_id}: {info.status.value.lower()}" + (f" ({info.message})" if info.message else ""))
+            if DRIVER_KEY in (info.metadata or {}):  # the job server does not report a job's reservation
+                print(f"driver: {info.metadata[DRIVER_KEY]} reserved on the head node")
         elif client.stop_job(args.job_id):
             print(f"{args.job_id}: stop requested")
         else:

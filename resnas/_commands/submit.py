@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shlex
 import sys
 import time
@@ -23,6 +24,23 @@ EXCLUDES = ["results", "data", "build", "*.egg-info", "*.pt", "__pycache__", ".m
 ENTRYPOINT = 'd=$(mktemp -d) && cp -R . "$d" && cd "$d" && {command}; rc=$?; rm -rf "$d"; exit $rc'
 # A job's status settles shortly after its log stream ends.
 _SETTLE_S = 30.0
+# Ray gives the head node this resource: a driver that asks for a sliver of it runs there, where --out is.
+HEAD_RESOURCE = "node:__internal_head__"
+DRIVER_KEY = "resnas_driver"  # the job's metadata entry recording the driver's reservation, for `jobs status`
+
+
+def driver_resources(cpus: float, gpus: float) -> dict[str, object]:
+    """`submit_job`'s reservation for the search's driver: `cpus` CPUs and `gpus` GPUs on the head node.
+
+    Ray would otherwise run the driver on the head with nothing reserved, so trials could take the CPU that
+    samples the next candidates, loads the data and writes the run folder; with a reservation and no pin it
+    could land on any node, away from --out.
+    """
+    for flag, value in (("--driver-cpus", cpus), ("--driver-gpus", gpus)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise UserError(f"{flag} {value:g}: give a number of at least 0 (0 reserves nothing)")
+    return {"entrypoint_num_cpus": cpus, "entrypoint_num_gpus": gpus,
+            "entrypoint_resources": {HEAD_RESOURCE: 0.001}, "metadata": {DRIVER_KEY: f"{cpus:g} CPU, {gpus:g} GPU"}}
 
 
 def project_root() -> Path:
@@ -110,10 +128,12 @@ def _run(args: argparse.Namespace) -> int:
                         "search --budget ... [search flags]")
     root = project_root()
     command = _job_command(words[1:], root)
+    resources = driver_resources(args.driver_cpus, args.driver_gpus)
     with job_client(args.address) as client:
         job_id = client.submit_job(
             entrypoint=ENTRYPOINT.format(command=shlex.join(["python", "-m", "resnas.cli", *command])),
             runtime_env={"working_dir": str(root), "excludes": EXCLUDES},
+            **resources,  # type: ignore[arg-type]
         )
         print(job_id)
         print(f"resnas: submitted `resnas {shlex.join(command)}` as Ray job {job_id}; follow it with "
@@ -132,5 +152,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "(default: $RAY_ADDRESS, else the cluster started on this machine)")
     p.add_argument("--follow", action="store_true", help="stream the job's output until it ends; exit 0 if it "
                                                           "succeeded")
+    p.add_argument("--driver-cpus", type=float, default=1.0,
+                   help="CPUs reserved on the head node for the search's driver, which samples candidates, "
+                        "loads the data and writes --out (default 1; 0 for a head started with --num-cpus=0, "
+                        "where a job asking for a CPU would wait forever)")
+    p.add_argument("--driver-gpus", type=float, default=0.0, help="GPUs reserved for the driver (default 0)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- search <search flags>")
     p.set_defaults(func=_run)
