@@ -1,8 +1,9 @@
 """On-disk caches of decoded images: a raw uint8 N x C x H x W file plus a JSON record, memory-mapped.
 
 An image folder is decoded once, by worker processes, at the training resolution, and only the images a
-split needs. Later loads (a second search, a resume, every trial on the node) map the file copy-on-write:
-the pages are shared through the page cache and nothing is decoded or copied up front.
+split needs; a dataset already decoded in memory (CIFAR) is resized to another resolution the same way,
+its images being the sources. Later loads (a second search, a resume, every trial on the node) map the
+file copy-on-write: the pages are shared through the page cache and nothing is decoded or copied up front.
 
 Files per entry, named by a digest of the key (source, file-list fingerprint, resolution, indices):
 `<digest>.u8` (the pixels), `<digest>.json` (the key, shape, the data file's size/inode/mtime and the
@@ -36,8 +37,9 @@ from resnas._errors import DataError, StorageError
 
 __all__ = ["Decoder", "cached_images", "decode_image", "default_cache_dir", "default_workers"]
 
-# A decoder maps (image path, resolution) to a C x H x W uint8 array; `decode_image` is the real one.
-Decoder = Callable[[str, int], np.ndarray]
+# A decoder maps (source, resolution) to a C x res x res uint8 array: an image path and `decode_image`, or a
+# decoded image (a small array, pickled to the workers) and a resize.
+Decoder = Callable[[Any, int], np.ndarray]
 # Bumped whenever `decode_image` or the file layout changes, so older entries stop matching.
 FORMAT_VERSION = 1
 # Images per task handed to a worker: large enough to amortise the task, small enough to balance.
@@ -77,7 +79,7 @@ def decode_image(path: str, resolution: int) -> np.ndarray:
 
 def cached_images(
     key: Mapping[str, Any],
-    paths: Sequence[str],
+    sources: Sequence[Any],
     resolution: int,
     *,
     cache_dir: Path,
@@ -86,14 +88,16 @@ def cached_images(
     summarize: Callable[[np.ndarray], dict[str, Any]],
     folder: str,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """`paths` decoded to an N x 3 x res x res memmap (copy-on-write) and `summarize`'s record of it.
+    """`sources` (image paths, or images) decoded to an N x 3 x res x res memmap (copy-on-write) and
+    `summarize`'s record of it.
 
     Found by `key` (JSON-able) in `cache_dir`, or built there first by `workers` processes running
     `decode` (None: one per CPU, at most 16, fewer for small splits; a `decode` run by 2+ workers must
-    pickle: a module-level function or a partial of one); `summarize` runs once, on the fresh build, and its result is stored with it. `folder` names
-    the source in the error raised for an image that cannot be decoded.
+    pickle: a module-level function or a partial of one); `summarize` runs once, on the fresh build, and
+    its result is stored with it. `folder` names the source in the error raised for an image that cannot be
+    decoded.
     """
-    shape = (len(paths), 3, resolution, resolution)
+    shape = (len(sources), 3, resolution, resolution)
     record = {"version": FORMAT_VERSION, "key": json.loads(json.dumps(dict(key))), "shape": list(shape)}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
     data, meta = cache_dir / f"{digest}.u8", cache_dir / f"{digest}.json"
@@ -105,7 +109,7 @@ def cached_images(
         found = _open_valid(data, meta, record)  # built by another process while this one waited
         if found is not None:
             return found
-        _build(data, meta, record, paths, resolution, workers=workers, decode=decode,
+        _build(data, meta, record, sources, resolution, workers=workers, decode=decode,
                summarize=summarize, folder=folder)
     found = _open_valid(data, meta, record)
     if found is None:
@@ -161,7 +165,7 @@ def _locked(path: Path) -> Iterator[None]:
         handle.close()
 
 
-def _build(data: Path, meta: Path, record: Mapping[str, Any], paths: Sequence[str], resolution: int, *,
+def _build(data: Path, meta: Path, record: Mapping[str, Any], sources: Sequence[Any], resolution: int, *,
            workers: int | None, decode: Decoder, summarize: Callable[[np.ndarray], dict[str, Any]],
            folder: str) -> None:
     """Decode into a temporary file, then rename it and its record into place (the record last)."""
@@ -174,7 +178,7 @@ def _build(data: Path, meta: Path, record: Mapping[str, Any], paths: Sequence[st
     tmp_data, tmp_meta = data.with_name(f"{data.name}.{token}"), meta.with_name(f"{meta.name}.{token}")
     try:
         np.memmap(tmp_data, dtype=np.uint8, mode="w+", shape=shape).flush()
-        _decode_all(tmp_data, shape, paths, resolution, workers=workers, decode=decode, folder=folder)
+        _decode_all(tmp_data, shape, sources, resolution, workers=workers, decode=decode, folder=folder)
         summary = summarize(np.memmap(tmp_data, dtype=np.uint8, mode="c", shape=shape))
         _fsync(tmp_data)
         os.replace(tmp_data, data)
@@ -207,13 +211,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _decode_all(target: Path, shape: tuple[int, ...], paths: Sequence[str], resolution: int, *,
+def _decode_all(target: Path, shape: tuple[int, ...], sources: Sequence[Any], resolution: int, *,
                 workers: int | None, decode: Decoder, folder: str) -> None:
-    """Decode every path into row i of the memmap file `target`, in worker processes where it pays."""
-    tasks = [(str(target), shape, start, list(paths[start : start + _CHUNK]), resolution, decode, folder)
-             for start in range(0, len(paths), _CHUNK)]
+    """Decode source i into row i of the memmap file `target`, in worker processes where it pays."""
+    tasks = [(str(target), shape, start, list(sources[start : start + _CHUNK]), resolution, decode, folder)
+             for start in range(0, len(sources), _CHUNK)]
     if workers is None:
-        workers = min(default_workers(), len(paths) // _MIN_IMAGES_PER_WORKER)
+        workers = min(default_workers(), len(sources) // _MIN_IMAGES_PER_WORKER)
     workers = max(1, min(workers, len(tasks)))
     if workers == 1:
         for task in tasks:
@@ -222,7 +226,7 @@ def _decode_all(target: Path, shape: tuple[int, ...], paths: Sequence[str], reso
     # Spawned, not forked: the caller may run threads (trials, Ray) that a fork would copy mid-lock. An
     # executor, not a Pool: a worker that dies (killed, out of memory) fails the build instead of hanging it.
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded)
     try:
         for _ in pool.map(_decode_chunk, tasks):
             pass
@@ -234,25 +238,35 @@ def _decode_all(target: Path, shape: tuple[int, ...], paths: Sequence[str], reso
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _decode_chunk(task: tuple[str, tuple[int, ...], int, list[str], int, Decoder, str]) -> None:
+def _single_threaded() -> None:
+    """Run in each worker before its first task: a decoder using torch (a resize) takes one thread, not one
+    per CPU in each of the one-per-CPU workers (a worker imports torch anyway: the `resnas` package does)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _decode_chunk(task: tuple[str, tuple[int, ...], int, list[Any], int, Decoder, str]) -> None:
     """Decode one run of consecutive images into their rows of the memmap file (runs in a worker)."""
-    target, shape, start, paths, resolution, decode, folder = task
+    target, shape, start, sources, resolution, decode, folder = task
     out = np.memmap(target, dtype=np.uint8, mode="r+", shape=shape)
-    for i, path in enumerate(paths):
-        out[start + i] = _decode_one(decode, path, resolution, folder)
+    for i, source in enumerate(sources):
+        out[start + i] = _decode_one(decode, source, resolution, folder)
     out.flush()
     del out
 
 
-def _decode_one(decode: Decoder, path: str, resolution: int, folder: str) -> np.ndarray:
+def _decode_one(decode: Decoder, source: Any, resolution: int, folder: str) -> np.ndarray:
     """One decoded image; a file PIL cannot decode is a DataError naming it."""
     from PIL import Image
 
     try:
-        return decode(path, resolution)
+        return decode(source, resolution)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if not isinstance(source, str):
+            raise  # an image already decoded that cannot be resized: a bug to report, not a file to remove
         # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated files,
         # SyntaxError or ValueError for some malformed headers, DecompressionBombError for huge ones.
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot decode {path} as an image ({message}); delete it or move it out of "
+        raise DataError(f"cannot decode {source} as an image ({message}); delete it or move it out of "
                         f"{folder}") from None

@@ -5,7 +5,8 @@ decoding would cost more than the training. The small datasets (Fashion-MNIST, C
 decoded once per process and held in memory. An `imagefolder` is scanned (names, sizes, mtimes: no
 decoding), split by its labels, and only the split's images are decoded, by worker processes, at the
 training resolution, into an on-disk cache (`resnas._cache`) that later loads map instead of decoding:
-a second search, a resume and every trial on the node share it through the page cache.
+a second search, a resume and every trial on the node share it through the page cache. CIFAR asked for
+at another resolution than its own 32 px is resized once into the same cache, and mapped from there.
 
 The validation split is always held out of the dataset's *training* set. The test set is read only by
 `load_verification` (`resnas verify`), never by a search.
@@ -24,7 +25,7 @@ import socket
 import struct
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from resnas import _cache
 from resnas._errors import ConfigError, DataError
 
-__all__ = ["DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
+__all__ = ["Augment", "DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
 
 
 class Dataset(str, enum.Enum):
@@ -47,6 +48,14 @@ class Dataset(str, enum.Enum):
     CIFAR100 = "cifar100"
     IMAGEFOLDER = "imagefolder"
     SYNTHETIC = "synthetic"
+
+
+class Augment(str, enum.Enum):
+    """The training-time augmentation that suits a dataset's images (`resnas._augment` applies it)."""
+
+    NONE = "none"  # digits, glyphs, synthetic patterns: where and which way round carry meaning
+    PAD_CROP_FLIP = "pad_crop_flip"  # CIFAR's recipe: pad by resolution // 8, random crop back, flip
+    RESIZED_CROP_FLIP = "resized_crop_flip"  # ImageNet's: random box of 8-100% of the area, resized, flip
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +75,13 @@ class DataSplits:
     # Per-channel statistics of train_x on the [0, 1] scale, for normalising inputs.
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    # Whether random crop + horizontal flip suit these images (natural photos: yes; digits, glyphs: no).
-    augment: bool
+    # The augmentation that suits these images (natural photos: crops and flips; digits, glyphs: none).
+    augment: Augment
     description: str
+
+    def __post_init__(self) -> None:
+        """`augment` given by value ("none", ...) becomes the enum; a bool (the old field) is rejected."""
+        object.__setattr__(self, "augment", Augment(self.augment))
 
     @property
     def resolution(self) -> int:
@@ -98,8 +111,11 @@ class _Full:
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int
-    augment: bool
+    augment: Augment
     source: str
+    # Digest of the files the images were read from (paths, sizes, mtimes), or None if not from files:
+    # given, a resize to another resolution goes through the on-disk cache.
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,7 +129,7 @@ class _Folder:
     # Digest of every file's relative path, size and modification time: any change makes a new cache key.
     fingerprint: str
     source: str
-    augment: bool = True
+    augment: Augment = Augment.RESIZED_CROP_FLIP
 
 
 @dataclass(frozen=True)
@@ -338,28 +354,49 @@ def _shape(data: _Full | _Folder) -> tuple[int, ...] | None:
 def _take(data: _Full | _Folder, idx: torch.Tensor, resolution: int | None, stats_from: int,
           store: _Store) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
     """The images at `idx` at `resolution`, and the channel statistics of those from `stats_from` on."""
-    if isinstance(data, _Full):
-        x = _resize(data.x[idx], resolution)
-        return x, _channel_stats(x[stats_from:])
-    return _cached_folder(data, idx, resolution or _IMAGEFOLDER_RESOLUTION, stats_from, store)
+    if isinstance(data, _Folder):
+        return _cached_folder(data, idx, resolution or _IMAGEFOLDER_RESOLUTION, stats_from, store)
+    native = tuple(data.x.shape[-2:]) == (resolution, resolution)
+    if data.fingerprint is not None and resolution is not None and not native:
+        return _cached_resize(data, idx, resolution, stats_from, store)
+    x = _resize(data.x[idx], resolution)
+    return x, _channel_stats(x[stats_from:])
 
 
 def _cached_folder(folder: _Folder, idx: torch.Tensor, resolution: int, stats_from: int,
                    store: _Store) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
     """The folder's images at `idx`, from its cache entry (built first if missing), and their statistics."""
     positions = idx.to(torch.int64).numpy()
-    key = {
-        "source": "imagefolder", "root": folder.root, "files": folder.fingerprint, "resolution": resolution,
-        "indices": hashlib.sha256(positions.tobytes()).hexdigest(), "stats_from": stats_from,
-    }
+    key = {"source": "imagefolder", "root": folder.root, "files": folder.fingerprint}
+    return _cached(key, positions, [folder.paths[i] for i in positions], resolution, stats_from, store,
+                   store.decode, folder.root)
+
+
+def _cached_resize(full: _Full, idx: torch.Tensor, resolution: int, stats_from: int,
+                   store: _Store) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """The decoded images at `idx` resized as `_resize` does, from their cache entry (built first if missing),
+    and their statistics: a split resized once, then mapped by every later load."""
+    positions = idx.to(torch.int64).numpy()
+    key = {"source": full.source, "files": full.fingerprint, "resize": "bilinear, antialiased"}
+    return _cached(key, positions, full.x.numpy()[positions], resolution, stats_from, store, _resize_one,
+                   full.source)
+
+
+def _cached(key: dict[str, Any], positions: np.ndarray, sources: Sequence[Any], resolution: int,
+            stats_from: int, store: _Store, decode: _cache.Decoder,
+            name: str) -> tuple[torch.Tensor, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """`sources` decoded to `resolution` through the cache entry of `key` plus the resolution, the split's
+    `positions` and `stats_from`, and the channel statistics of the rows from `stats_from` on."""
+    key = {**key, "resolution": resolution, "indices": hashlib.sha256(positions.tobytes()).hexdigest(),
+           "stats_from": stats_from}
 
     def summarize(pixels: np.ndarray) -> dict[str, list[float]]:
         mean, std = _channel_stats(torch.from_numpy(pixels[stats_from:]))
         return {"mean": list(mean), "std": list(std)}
 
     pixels, summary = _cache.cached_images(
-        key, [folder.paths[i] for i in positions], resolution, cache_dir=store.cache_dir,
-        workers=store.workers, decode=store.decode, summarize=summarize, folder=folder.root,
+        key, sources, resolution, cache_dir=store.cache_dir, workers=store.workers, decode=decode,
+        summarize=summarize, folder=name,
     )
     return torch.from_numpy(pixels), (tuple(summary["mean"]), tuple(summary["std"]))
 
@@ -468,7 +505,7 @@ def _read_fashion(images: Path, labels: Path) -> _Full:
         raise DataError(
             f"{images} and {labels} are not Fashion-MNIST's 28x28 images and their labels; re-download them"
         )
-    return _Full(x=x, y=y, num_classes=10, augment=False, source=f"Fashion-MNIST from {images.parent}")
+    return _Full(x=x, y=y, num_classes=10, augment=Augment.NONE, source=f"Fashion-MNIST from {images.parent}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -500,7 +537,21 @@ def _read_cifar(dataset: Dataset, root: str | None, train: bool = True) -> _Full
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(ds.targets, dtype=torch.long)
     split = "" if train else " (test)"
-    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=True, source=f"{cls.__name__}{split} from {folder}")
+    files = [Path(folder, cls.base_folder, name) for name, _ in (ds.train_list if train else ds.test_list)]
+    return _Full(x=x, y=y, num_classes=len(ds.classes), augment=Augment.PAD_CROP_FLIP,
+                 source=f"{cls.__name__}{split} from {folder}", fingerprint=_fingerprint(files))
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """Digest of the files' absolute paths, sizes and modification times: any change makes a new cache key."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError as e:  # removed or made unreadable since it was read
+            raise DataError(f"cannot read {path} ({e.strerror}); check the dataset's folder") from None
+        digest.update(f"{path.absolute()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _scan_folder(root: str) -> _Folder:
@@ -551,7 +602,7 @@ def _synthetic(resolution: int, test: bool = False) -> _Full:
     x = x + 1.5 * torch.randn(x.shape, generator=g)
     x = (128 + 40 * x).round().clamp(0, 255).to(torch.uint8)
     return _Full(
-        x=x, y=y, num_classes=k, augment=False, source="synthetic patterns (exist only for fast tests)"
+        x=x, y=y, num_classes=k, augment=Augment.NONE, source="synthetic patterns (exist only for fast tests)"
     )
 
 
@@ -567,6 +618,11 @@ def _balanced_order(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tenso
     rank = torch.empty_like(perm)
     rank[by_class] = torch.arange(len(y)) - starts[labels[by_class]]
     return perm[torch.argsort(rank, stable=True)]
+
+
+def _resize_one(image: np.ndarray, resolution: int) -> np.ndarray:
+    """One C x H x W uint8 image resized as `_resize` does: the cache's decoder for decoded datasets."""
+    return _resize(torch.from_numpy(image).unsqueeze(0), resolution)[0].numpy()
 
 
 def _resize(x: torch.Tensor, resolution: int | None) -> torch.Tensor:

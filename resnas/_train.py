@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnas._data import DataSplits
+from resnas._augment import augment
+from resnas._data import Augment, DataSplits
 from resnas._errors import ConfigError
 
 __all__ = [
@@ -113,7 +114,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
     seed: int = 0
-    # Random crop + flip, applied only where the data says they suit the images (`DataSplits.augment`).
+    # False: no augmentation; True: the one that suits the images (`DataSplits.augment`: none for glyphs).
     augment: bool = True
     # False: the validation split is scored after the last epoch only (earlier epochs record NaN), which
     # saves the time of scoring a large split (a test set) that nothing reads before the end.
@@ -278,8 +279,8 @@ class _Run:
     optimizer: torch.optim.SGD
     schedule: torch.optim.lr_scheduler.LambdaLR
     generator: torch.Generator
-    # Padding of the random crop, or None when the images are not augmented.
-    crop_pad: int | None
+    # How training batches are augmented (Augment.NONE when TrainConfig.augment is off).
+    augment: Augment
     autocast: torch.autocast
     stream: bool = False
     history: list[EpochRecord] = field(default_factory=list)
@@ -324,7 +325,7 @@ def _setup(model: nn.Module, data: DataSplits, cfg: TrainConfig, device: torch.d
         optimizer=optimizer,
         schedule=schedule,
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
-        crop_pad=max(1, data.resolution // 8) if cfg.augment and data.augment else None,
+        augment=data.augment if cfg.augment else Augment.NONE,
         autocast=torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
         stream=stream,
     )
@@ -499,8 +500,8 @@ def _step(run: _Run, idx: torch.Tensor, images: torch.Tensor, fault: Fault | Non
 def _loss(run: _Run, idx: torch.Tensor, images: torch.Tensor, fault: Fault | None) -> torch.Tensor:
     """The mean training loss on `images`, labelled at `idx` (augmented where the data suits it)."""
     x = run.prepare(images)
-    if run.crop_pad is not None:
-        x = _crop_flip(x, run.crop_pad, run.generator).contiguous(memory_format=run.memory_format)
+    if run.augment is not Augment.NONE:
+        x = augment(x, run.augment, run.generator).contiguous(memory_format=run.memory_format)
     with run.autocast:
         logits = run.model(x)
     loss = F.cross_entropy(logits.float(), run.train_y[idx])
@@ -522,19 +523,6 @@ def _raise_if_nonfinite(window: torch.Tensor, epoch: int, first_step: int) -> No
     if len(bad):
         i = int(bad[0])
         raise NonFiniteLossError(epoch, first_step + i, float(window[i]))
-
-
-def _crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop of a zero-padded (i.e. mean-coloured) batch plus random horizontal flip."""
-    b, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (2, b, 1), device=x.device, generator=generator)
-    rows = (offsets[0] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (offsets[1] + torch.arange(w, device=x.device))[:, None, :]
-    # Advanced indices around a slice put the batch, row and column dims first: b x h x w x c.
-    crops = padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-    flip = torch.rand(b, device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
 def _evaluate(run: _Run, batch: int) -> float:

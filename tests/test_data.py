@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
 from resnas import _data
-from resnas._data import Dataset, load_data, read_idx
+from resnas._data import Augment, Dataset, load_data, read_idx
 from resnas._errors import ConfigError, DataError
+from tests._cifar import accept_fake_cifar, write_cifar10
 from tests._marks import FASHION_MNIST, needs_fashion
 
 
@@ -62,7 +65,7 @@ def test_fashion_split_sizes_labels_and_statistics() -> None:
     assert torch.bincount(d.train_y, minlength=10).tolist() == [100] * 10
     # Fashion-MNIST's well-known statistics, measured here on 1000 images.
     assert d.mean[0] == pytest.approx(0.286, abs=0.02) and d.std[0] == pytest.approx(0.353, abs=0.02)
-    assert not d.augment
+    assert d.augment is Augment.NONE
     assert "Fashion-MNIST" in d.description and "1000 train + 300 validation" in d.description
 
 
@@ -172,7 +175,8 @@ def test_imagefolder_needs_a_root_and_reads_class_folders(
             Image.new("RGB", (40 + i, 30), colour).save(tmp_path / label / f"{i}.png")
     d = load_data("imagefolder", root=str(tmp_path), train_samples=8, val_samples=4, seed=0, resolution=16,
                   cache_dir=tmp_path_factory.mktemp("cache"))
-    assert d.train_x.shape == (8, 3, 16, 16) and d.num_classes == 2 and d.augment
+    assert d.train_x.shape == (8, 3, 16, 16) and d.num_classes == 2
+    assert d.augment is Augment.RESIZED_CROP_FLIP
     assert torch.bincount(d.val_y).tolist() == [2, 2]
     # The red class really is red after decoding and resizing.
     red = d.train_x[d.train_y == 0]
@@ -185,3 +189,41 @@ def test_synthetic_is_small_colour_and_says_it_is_for_tests() -> None:
     assert (d.num_classes, d.in_channels) == (10, 3)
     assert "fast tests" in d.description
     assert len(d.mean) == len(d.std) == 3
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (20 + i, 24), colour).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [
+    pytest.param("fashion-mnist", Augment.NONE, marks=needs_fashion),  # glyphs: no crops, no mirror images
+    ("synthetic", Augment.NONE),
+    ("cifar10", Augment.PAD_CROP_FLIP),  # CIFAR's classic recipe, at its small fixed resolution
+    ("imagefolder", Augment.RESIZED_CROP_FLIP),  # photos at any resolution: ImageNet's recipe
+])
+def test_each_dataset_gets_the_augmentation_that_suits_it(
+    dataset: str, expected: Augment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = None
+    if dataset == "cifar10":
+        accept_fake_cifar(monkeypatch)
+        root = str(write_cifar10(tmp_path / "cifar"))
+    elif dataset == "imagefolder":
+        root = str(_image_folder(tmp_path / "images"))
+    d = load_data(dataset, root=root, train_samples=6, val_samples=2, resolution=16,
+                  cache_dir=tmp_path / "cache")
+    assert d.augment is expected
+
+
+def test_the_augmentation_is_an_enum_not_a_flag() -> None:
+    d = load_data("synthetic", train_samples=20, val_samples=10, seed=0, resolution=8)
+    assert dataclasses.replace(d, augment="pad_crop_flip").augment is Augment.PAD_CROP_FLIP  # by value
+    with pytest.raises(ValueError, match="True is not a valid Augment"):
+        dataclasses.replace(d, augment=True)  # the old boolean field: which augmentation would it mean?
+    assert pickle.loads(pickle.dumps(d)).augment is Augment.NONE

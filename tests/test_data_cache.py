@@ -1,8 +1,10 @@
-"""The on-disk image cache of an image folder, and batches streamed from host memory while training.
+"""The on-disk image cache of an image folder and of CIFAR at another resolution, and batches streamed from
+host memory while training.
 
 Reference for pixels: torchvision's ImageFolder with Resize + CenterCrop + PILToTensor decoding the same
-JPEG files (what resnas did in memory before the cache). Decodes are counted by a decoder passed as the
-`decode` test hook, wrapping the real one.
+JPEG files (what resnas did in memory before the cache); for CIFAR, torchvision's CIFAR10 reading a tiny
+folder in the real format, resized in memory by `interpolate`. Decodes are counted by a decoder passed as
+the `decode` test hook, wrapping the real one; CIFAR's resizes by wrapping resnas's.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from resnas import _cache
-from resnas._data import DataSplits, load_data
+from resnas import _cache, _data
+from resnas._data import Augment, DataSplits, load_data, load_verification
 from resnas._errors import DataError
 from resnas._train import Fault, NonFiniteLossError, TrainConfig, train_candidate
+from tests._cifar import accept_fake_cifar, write_cifar10
 
 RESOLUTION = 16
 CLASSES = ("cat", "dog", "fox")
@@ -293,7 +297,7 @@ def test_streamed_batches_train_exactly_as_the_data_on_the_device(
 ) -> None:
     d = load_data("imagefolder", root=str(folder), train_samples=48, val_samples=12, seed=0,
                   resolution=RESOLUTION, cache_dir=tmp_path / "cache", workers=1)
-    assert d.augment  # natural images: the random crop + flip path runs too
+    assert d.augment is Augment.RESIZED_CROP_FLIP  # natural images: the random-resized crop runs too
     cfg = TrainConfig(epochs=2, batch_size=16, seed=3, accumulation=accumulation)
     on_device, streamed = _small_cnn(), _small_cnn()
     a = train_candidate(on_device, d, cfg, device="cpu")
@@ -315,3 +319,87 @@ def test_streaming_stops_its_thread_when_training_stops_mid_epoch(folder: Path, 
     with pytest.raises(NonFiniteLossError):
         train_candidate(_small_cnn(), d, cfg, device="cpu", fault=Fault.NAN)
     assert not [t for t in threading.enumerate() if t.name == "resnas-prefetch"]
+
+
+@pytest.fixture
+def cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CIFAR-10 folder of 100 training and 20 test images that torchvision reads offline."""
+    accept_fake_cifar(monkeypatch)
+    return write_cifar10(tmp_path / "cifar")
+
+
+def _cifar_reference(root: Path, index: torch.Tensor, resolution: int, train: bool = True) -> torch.Tensor:
+    """The images at `index` as torchvision reads them, resized in memory (bilinear, antialiased, rounded)."""
+    from torchvision.datasets import CIFAR10
+
+    x = torch.from_numpy(CIFAR10(str(root), train=train).data[index.numpy()]).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def _mapped_from(tensor: torch.Tensor, path: Path) -> bool:
+    """Whether `tensor`'s memory lies in a mapping of the file `path` (Linux's /proc/self/maps)."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
+
+
+def test_cifar_at_another_resolution_is_resized_once_into_the_cache(
+    cifar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resized: list[int] = []
+    real = _data._resize_one
+
+    def counting(image: np.ndarray, resolution: int) -> np.ndarray:
+        resized.append(resolution)
+        return real(image, resolution)
+
+    monkeypatch.setattr(_data, "_resize_one", counting)
+    cache = tmp_path / "cache"
+
+    def load(resolution: int | None) -> DataSplits:
+        return load_data("cifar10", root=str(cifar), train_samples=60, val_samples=20, seed=0,
+                         resolution=resolution, cache_dir=cache, workers=1)
+
+    first = load(48)
+    assert first.augment is Augment.PAD_CROP_FLIP and len(resized) == 80  # the split's images, each once
+    assert torch.equal(first.train_x, _cifar_reference(cifar, first.train_index, 48))
+    assert torch.equal(first.val_x, _cifar_reference(cifar, first.val_index, 48))
+    ref = _cifar_reference(cifar, first.train_index, 48).numpy() / 255
+    assert first.mean == pytest.approx(ref.mean(axis=(0, 2, 3)), abs=1e-6)
+    assert first.std == pytest.approx(ref.std(axis=(0, 2, 3)), abs=1e-6)
+
+    (entry,) = _entries(cache)
+    before = entry.stat()
+    second = load(48)
+    assert len(resized) == 80  # nothing resized again: the entry's file is mapped
+    assert _mapped_from(second.train_x, entry) and _mapped_from(second.val_x, entry)
+    assert torch.equal(second.train_x, first.train_x) and (second.mean, second.std) == (first.mean, first.std)
+    after = entry.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    load(40)  # another resolution: an entry of its own
+    assert len(resized) == 160 and len(_entries(cache)) == 2
+    native = load(32)  # the native resolution stays in memory, uncached, as before
+    assert len(resized) == 160 and len(_entries(cache)) == 2
+    assert torch.equal(native.train_x, _cifar_reference(cifar, native.train_index, 32))
+
+    # `resnas verify`'s splits: the training images and the test set, each an entry of its own.
+    verify = load_verification("cifar10", root=str(cifar), train_samples=30, resolution=48, cache_dir=cache,
+                               workers=1)
+    assert len(_entries(cache)) == 4 and len(resized) == 160 + 30 + 20
+    assert torch.equal(verify.val_x, _cifar_reference(cifar, torch.arange(20), 48, train=False))
+    assert torch.equal(verify.train_x, _cifar_reference(cifar, verify.train_index, 48))
+
+
+def test_cifar_resized_by_parallel_workers_equals_the_in_memory_resize(cifar: Path, tmp_path: Path) -> None:
+    d = load_data("cifar10", root=str(cifar), train_samples=70, val_samples=30, seed=1, resolution=56,
+                  cache_dir=tmp_path / "cache", workers=2)
+    assert torch.equal(d.train_x, _cifar_reference(cifar, d.train_index, 56))
+    assert torch.equal(d.val_x, _cifar_reference(cifar, d.val_index, 56))
+    assert len(_entries(tmp_path / "cache")) == 1

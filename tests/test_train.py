@@ -1,4 +1,5 @@
-"""Proxy training: learning on real data, per-epoch reporting, failure handling and the lr schedule."""
+"""Proxy training: learning on real data, per-epoch reporting, failure handling, the lr schedule and the
+augmentations (the random-resized crop against torchvision's crop + resize and box sampler)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 
 import resnas
-from resnas._data import DataSplits, load_data
+from resnas._augment import RATIO, SCALE, crop_flip, resized_crop, resized_crop_boxes
+from resnas._data import Augment, DataSplits, load_data
 from resnas._errors import ConfigError
 from resnas._train import (
     CandidateFailed,
@@ -20,7 +22,6 @@ from resnas._train import (
     Fault,
     NonFiniteLossError,
     TrainConfig,
-    _crop_flip,
     lr_factor,
     make_optimizer,
     train_candidate,
@@ -154,9 +155,10 @@ def test_a_candidate_out_of_gpu_memory_is_retried_in_micro_batches() -> None:
     assert never.state is TrialState.FAILED and "also in 8 micro-batches" in never.reason
 
 
-def test_same_seed_same_run_and_augmentation_path(small_synthetic: DataSplits) -> None:
-    # Marked augmentable, the synthetic images also exercise the random crop + flip path.
-    data = dataclasses.replace(small_synthetic, augment=True)
+@pytest.mark.parametrize("kind", [Augment.PAD_CROP_FLIP, Augment.RESIZED_CROP_FLIP])
+def test_same_seed_same_run_and_augmentation_path(small_synthetic: DataSplits, kind: Augment) -> None:
+    # Marked augmentable, the synthetic images also exercise each augmentation's path.
+    data = dataclasses.replace(small_synthetic, augment=kind)
     cfg = TrainConfig(epochs=1, batch_size=64, seed=5)
     a = train_candidate(tiny_cnn(3, 10), data, cfg, device=CPU)
     b = train_candidate(tiny_cnn(3, 10), data, cfg, device=CPU)
@@ -235,7 +237,7 @@ def test_cudnn_benchmark_is_set_only_while_training_on_cuda() -> None:
 
 def test_crop_flip_shifts_and_mirrors_each_image() -> None:
     x = torch.arange(8 * 2 * 6 * 6, dtype=torch.float32).reshape(8, 2, 6, 6) + 1
-    out = _crop_flip(x, 2, torch.Generator().manual_seed(0))
+    out = crop_flip(x, 2, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     flips = 0
@@ -246,3 +248,110 @@ def test_crop_flip_shifts_and_mirrors_each_image() -> None:
         assert plain or mirrored
         flips += mirrored and not plain
     assert 0 < flips < 8
+
+
+def test_augment_false_turns_off_any_augmentation(small_synthetic: DataSplits) -> None:
+    def loss(kind: Augment, augment: bool) -> float:
+        data = dataclasses.replace(small_synthetic, augment=kind)
+        cfg = TrainConfig(epochs=1, batch_size=64, seed=5, augment=augment)
+        return train_candidate(tiny_cnn(3, 10), data, cfg, device=CPU).history[0].train_loss
+
+    plain = loss(Augment.NONE, True)
+    assert loss(Augment.RESIZED_CROP_FLIP, False) == loss(Augment.PAD_CROP_FLIP, False) == plain
+    assert loss(Augment.RESIZED_CROP_FLIP, True) != plain != loss(Augment.PAD_CROP_FLIP, True)
+
+
+def _whole(n: int, h: int, w: int) -> torch.Tensor:
+    return torch.tensor([[0, 0, h, w]] * n)
+
+
+@pytest.mark.parametrize("size", [16, 64])
+def test_resized_crop_of_the_whole_image_is_the_image(size: int) -> None:
+    x = torch.rand(4, 3, size, size + 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(resized_crop(x, _whole(4, size, size + 3), (size, size + 3)), x, rtol=0, atol=1e-5)
+    flipped = resized_crop(x, _whole(4, size, size + 3), (size, size + 3), torch.tensor([True, False] * 2))
+    assert torch.allclose(flipped[0::2], x[0::2].flip(3), rtol=0, atol=1e-5)
+    assert torch.allclose(flipped[1::2], x[1::2], rtol=0, atol=1e-5)
+
+
+def _torchvision_crops(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box cropped and resized by torchvision (bilinear, no antialiasing), image by image."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return torch.stack([TF.resized_crop(img, *box.tolist(), list(size), antialias=False)
+                        for img, box in zip(x, boxes, strict=True)])
+
+
+@pytest.mark.parametrize("size", [(24, 24), (40, 40), (9, 31)])  # smaller, larger and other-shaped output
+def test_resized_crop_equals_torchvisions_crop_then_resize(size: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 3, 24, 24, generator=g, dtype=torch.float64)
+    boxes = resized_crop_boxes(64, 24, 24, g)
+    boxes[0], boxes[1] = torch.tensor([0, 0, 24, 24]), torch.tensor([23, 0, 1, 24])  # whole; one-pixel row
+    ref = _torchvision_crops(x, boxes, size)
+    # In float64 the sampling positions agree exactly, box edges included.
+    assert torch.allclose(resized_crop(x, boxes, size), ref, rtol=0, atol=1e-12)
+    flip = torch.rand(64, generator=g) < 0.5
+    flipped = torch.where(flip[:, None, None, None], ref.flip(3), ref)
+    assert torch.allclose(resized_crop(x, boxes, size, flip), flipped, rtol=0, atol=1e-12)
+
+
+def test_resized_crop_in_float32_is_within_coordinate_rounding_of_torchvision() -> None:
+    # Training runs in float32: a sampling position in normalised coordinates (-1, 1) scaled by S / 2 to
+    # pixels is off by a few float32 ulps of S, and a value in [0, 1] by at most that times the (at most 1)
+    # step to its neighbour. Measured on noise, the steepest case: at most 2.6 * S * 2**-24 (3.5e-5 at
+    # 224 px); 8 * S * 2**-24 allowed. Float64 agrees to 1e-12 (above): nothing else differs.
+    g = torch.Generator().manual_seed(2)
+    for s in (32, 224):
+        x = torch.rand(32, 3, s, s, generator=g)
+        boxes = resized_crop_boxes(32, s, s, g)
+        diff = (resized_crop(x, boxes, (s, s)) - _torchvision_crops(x, boxes, (s, s))).abs().max().item()
+        assert diff <= 8 * s * 2**-24
+
+
+def _area_and_log_ratio(boxes: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return (boxes[:, 2] * boxes[:, 3]).double() / (h * w), (boxes[:, 3].double() / boxes[:, 2]).log()
+
+
+def test_resized_crop_boxes_follow_the_scale_and_ratio_distribution() -> None:
+    n, side = 20000, 1000
+    boxes = resized_crop_boxes(n, side, side, torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.unbind(1)
+    assert boxes.dtype == torch.int64
+    assert bool((top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all())
+    assert bool((top + h <= side).all() and (left + w <= side).all())
+    area, log_ratio = _area_and_log_ratio(boxes, side, side)
+    # Sides are rounded to pixels: at 1000 px that moves the scale and the ratio by under 0.01.
+    assert SCALE[0] - 0.01 <= area.min() and area.max() <= SCALE[1]
+    assert math.log(RATIO[0] - 0.01) <= log_ratio.min() and log_ratio.max() <= math.log(RATIO[1] + 0.01)
+    # A square image keeps a try (scale s ~ U(a, 1), log-ratio t ~ U(-L, L), L = log 4/3) when s <= e^-|t|,
+    # so the mean area kept is E[s; s <= e^-|t|] / P(s <= e^-|t|) = 0.4778 (a failed try is retried; all 10
+    # failing has probability 0.14^10). Within 4 standard errors of it:
+    a, big_l = SCALE[0], math.log(RATIO[1])
+    kept = ((1 - math.exp(-big_l)) / big_l - a) / (1 - a)
+    kept_area = ((1 - math.exp(-2 * big_l)) / (2 * big_l) - a * a) / (2 * (1 - a))
+    assert kept_area / kept == pytest.approx(0.4778, abs=1e-4)
+    assert abs(area.mean().item() - kept_area / kept) < 4 * area.std().item() / math.sqrt(n)
+    assert abs(log_ratio.mean().item()) < 4 * log_ratio.std().item() / math.sqrt(n)  # symmetric about 1
+
+
+def test_resized_crop_boxes_are_distributed_as_torchvisions_get_params() -> None:
+    from torchvision.transforms import RandomResizedCrop
+
+    # A small image, where rounding the sides and the whole-image boxes it makes matter.
+    n, side = 4000, 24
+    image = torch.empty(3, side, side)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        theirs = torch.tensor([RandomResizedCrop.get_params(image, SCALE, RATIO) for _ in range(n)])
+    ours = resized_crop_boxes(n, side, side, torch.Generator().manual_seed(0))
+    stats = zip(_area_and_log_ratio(ours, side, side), _area_and_log_ratio(theirs, side, side), strict=True)
+    for a, b in stats:
+        se = math.sqrt((a.var().item() + b.var().item()) / n)
+        assert abs(a.mean().item() - b.mean().item()) < 4 * se
+    whole = [float(((t[:, 2] == side) & (t[:, 3] == side)).double().mean()) for t in (ours, theirs)]
+    assert abs(whole[0] - whole[1]) < 4 * math.sqrt(2 * whole[1] * (1 - whole[1]) / n)
+    # Where no try can fit (a strip 2 px high), torchvision's central crop narrowed to the ratio range.
+    for h, w in ((2, 100), (100, 2)):
+        expected = RandomResizedCrop.get_params(torch.empty(3, h, w), SCALE, RATIO)
+        assert resized_crop_boxes(3, h, w, torch.Generator()).tolist() == [list(expected)] * 3
