@@ -97,6 +97,9 @@ class SearchConfig:
     first_of_each_kind: bool = True
     timeout: float | None = None
     backend: Backend = Backend.OPTUNA
+    # Optuna backend only: processes training at once on this machine, each asking the one study (None: one
+    # per CUDA GPU PyTorch sees when training on CUDA, else 1).
+    workers: int | None = None
     # Ray only: the cluster to attach to (None: start a local instance), resources per trial, trials at once.
     address: str | None = None
     cpus_per_trial: float | None = None
@@ -128,7 +131,7 @@ class SearchConfig:
         _check_int("budget", self.budget, 1, MAX_BUDGET)
         _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("trials", "epochs", "batch_size", "keep_top", "train_samples", "val_samples",
-                     "max_concurrent"):
+                     "max_concurrent", "workers"):
             value = getattr(self, name)
             if value is not None:
                 _check_int(name, value, 1)
@@ -138,6 +141,9 @@ class SearchConfig:
         given = [name for name in RAY_ONLY if getattr(self, name) is not None]
         if given and self.backend is not Backend.RAY:
             raise ConfigError("needs the ray backend", field=given[0])
+        if self.workers is not None and self.backend is Backend.RAY:
+            raise ConfigError("is for the optuna backend; Ray runs as many trials as the cluster fits (or "
+                              "max_concurrent)", field="workers")
         if self.cpus_per_trial is not None and not (_finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise ConfigError(f"must be positive and finite, got {brief(self.cpus_per_trial)}",
                               field="cpus_per_trial")

@@ -79,6 +79,12 @@ class Faults:
     exit_once: str | None = None
 
 
+class SearchBackend(Protocol):
+    """Where trials train: opens the core on its device, then runs trials until `core.wants_more()` is False."""
+
+    def run(self, core: SearchCore, faults: Faults) -> None: ...
+
+
 class Report(Protocol):
     """Progress events of a search (resnas._commands.search.Reporter prints them)."""
 
@@ -94,6 +100,10 @@ class Report(Protocol):
     def note(self, text: str) -> None: ...
 
     def finish(self, recs: list[TrialRecord], out: Path) -> None: ...
+
+    def worker(self, label: str) -> Callable[[], Report]:
+        """A picklable maker of the report a worker process of this search gives, labelled `label`."""
+        ...
 
 
 # -- set-up ---------------------------------------------------------------------------------------
@@ -572,6 +582,18 @@ class SearchCore:
         if self.elsewhere:
             self.report.note(f"{self.elsewhere} trial(s) of this study are still training on other machines; "
                              "rerun the command there, or later here, for a summary with them")
+
+    def run(self, backend: SearchBackend, faults: Faults) -> list[TrialRecord]:
+        """The search on `backend` until it wants no more trials; every trial's record (`finish`)."""
+        try:
+            backend.run(self, faults)
+        except BaseException as e:
+            if not self.opened:
+                self.folder.abandon()  # failed before its study opened: leave no empty run folder behind
+            elif isinstance(e, KeyboardInterrupt):
+                self.write(final=True)
+            raise
+        return self.finish()
 
     def finish(self) -> list[TrialRecord]:
         """Raise what stopped the search, or write the run folder a last time and report the leaderboard."""

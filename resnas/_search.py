@@ -6,19 +6,13 @@ NSGA-II learn to stay under the budget, and they do not count towards `trials` (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from resnas._config import Backend, SearchConfig
 
 if TYPE_CHECKING:  # the core imports optuna: loaded when a search starts, so the CLI starts light
-    from resnas._lifecycle import Faults, Report, SearchCore
+    from resnas._lifecycle import Faults, Report, SearchBackend
     from resnas._trial import TrialRecord
-
-
-class SearchBackend(Protocol):
-    """Where trials train: opens the core on its device, then runs trials until `core.wants_more()` is False."""
-
-    def run(self, core: SearchCore, faults: Faults) -> None: ...
 
 
 def _backend(kind: Backend) -> SearchBackend:
@@ -35,13 +29,4 @@ def search(cfg: SearchConfig, report: Report, *, faults: Faults | None = None) -
     """Run (or resume) the search until `cfg.trials` candidates are trained; returns every trial's record."""
     from resnas._lifecycle import Faults, SearchCore
 
-    core = SearchCore.prepare(cfg, report)
-    try:
-        _backend(cfg.backend).run(core, faults or Faults())
-    except BaseException as e:
-        if not core.opened:
-            core.folder.abandon()  # failed before its study opened: leave no empty run folder behind
-        elif isinstance(e, KeyboardInterrupt):
-            core.write(final=True)
-        raise
-    return core.finish()
+    return SearchCore.prepare(cfg, report).run(_backend(cfg.backend), faults or Faults())

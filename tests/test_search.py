@@ -401,3 +401,90 @@ def test_trials_of_other_processes_count_and_only_this_machines_are_awaited() ->
     adapter = Study(study)
     # This process's own trial is not "elsewhere"; a dead process's trial is nobody's.
     assert adapter.training_elsewhere() == 2 and adapter.training_elsewhere(here_only=True) == 1
+
+
+def test_workers_go_one_per_gpu_by_default() -> None:
+    from resnas._local import worker_devices
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert worker_devices(None, cpu, 0) == [cpu]
+    assert worker_devices(3, cpu, 0) == [cpu] * 3
+    assert worker_devices(None, cuda, 4) == [torch.device("cuda", i) for i in range(4)]
+    assert worker_devices(2, cuda, 4) == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert worker_devices(3, cuda, 2) == [torch.device("cuda", i) for i in (0, 1, 0)]  # two share cuda:0
+
+
+def test_workers_train_at_once_against_the_one_study(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Trials of a few seconds each, so the second worker (a spawned process: seconds to start) gets some.
+    longer = [*SMALL[:SMALL.index("--train-samples")], "--train-samples", "1024", "--val-samples", "128",
+              "--batch-size", "64", "--proxy-width", "0.25"]
+    result = cli("search", *longer, "--epochs", "2", "--pruner", "none", "--trials", "6", "--workers", "2",
+                 "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "2 workers: cpu, cpu" in result.stdout and "worker 2 (cpu): started" in result.stdout
+    assert result.stdout.count("leaderboard") == 1  # the first process sums up, once every worker ended
+    done = trained(out)
+    assert len(done) == 6 and len({r["arch"] for r in done}) == 6  # none trained twice, none too many
+    study = optuna.load_study(study_name="resnas", storage=f"sqlite:///{out / 'study.db'}")
+    ran = [t for t in study.trials if t.user_attrs.get("state") == "complete"]  # not duplicates: never trained
+    by_worker: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in ran:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
+    assert len(by_worker) == 2  # two processes trained
+    first, second = by_worker.values()
+    # ... at the same time: some trial of one overlaps some trial of the other.
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a in first for b in second)
+
+
+def test_workers_are_for_the_optuna_backend(tmp_path: Path) -> None:
+    for flags, words in ((["--workers", "0"], "--workers must be"), (["--workers", "2", "--backend", "ray"],
+                                                                      "--workers is for the optuna backend")):
+        result = cli("search", *SMALL, *flags, "--out", str(tmp_path / "run"))
+        assert result.returncode == 2 and result.stderr.startswith(f"resnas: error: {words}"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def _running_workers(db: Path) -> set[str]:
+    """The processes (host:pid) with a trial in training in the study at `db`."""
+    try:
+        with sqlite3.connect(db) as con:
+            return {json.loads(v) for (v,) in con.execute(
+                "select a.value_json from trials t join trial_user_attributes a on t.trial_id = a.trial_id "
+                "where t.state = 'RUNNING' and a.key = 'worker'")}
+    except sqlite3.OperationalError:  # not created yet
+        return set()
+
+
+def test_a_killed_search_stops_its_workers_and_the_rerun_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", *SMALL, "--trials", "4", "--workers", "2", "--out", str(out), "--train-samples", "4096"]
+    proc = start(*args)
+    deadline = time.monotonic() + 300
+    while len(running := _running_workers(out / "study.db")) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.5)
+    assert len(running) == 2, "the two workers did not both start training"
+    worker = next(int(w.rpartition(":")[2]) for w in running if int(w.rpartition(":")[2]) != proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _alive(worker), "the worker outlived the search that started it"
+    # The worker settled its own trial as interrupted; only the killed process's is left running.
+    assert _running_workers(out / "study.db") == {w for w in running if int(w.rpartition(":")[2]) == proc.pid}
+    assert [r["state"] for r in rows(out) if r["state"] == "interrupted"] == ["interrupted"]
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr
+    assert "cut off by a dead process" in rerun.stdout
+    assert len(trained(out)) == 4 and len([r for r in rows(out) if r["state"] == "interrupted"]) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

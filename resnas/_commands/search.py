@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,10 @@ class Reporter:
             self.status.stop()
             self.status = None
 
+    def worker(self, label: str) -> Callable[[], Reporter]:
+        """`WorkerReporter(label)`, made in the worker process (a console cannot be pickled)."""
+        return functools.partial(WorkerReporter, label)
+
     def finish(self, recs: list[TrialRecord], out: Path) -> None:
         from rich.table import Table
 
@@ -128,6 +134,28 @@ class Reporter:
         self.console.print(", ".join(f"{v} {k}" for k, v in states.items()) +
                            f"; wall time {time.monotonic() - self.t0:.0f}s")
         self.console.print(f"results in {out}: trials.csv, accuracy_vs_flops.png, best/ (arch.json, weights.pt)")
+
+
+class WorkerReporter(Reporter):
+    """A worker process's progress: its finished trials and notes, each line labelled; no header or summary."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.live = False  # the first process owns the terminal's live line
+        self.label = label
+
+    def start(self, cfg: SearchConfig, space: Any, data: Any, device: Any, fraction: float, proxy_width: float,
+              done: int, recovered: list[int]) -> None:
+        self.console.print(f"{self.label}: started, proxy training on {device}", markup=False)
+
+    def trial_start(self, k: int, n: int) -> None:
+        self.trial_label = f"{self.label}: trial {k}/{n}"
+
+    def note(self, text: str) -> None:
+        self.console.print(f"{self.label}: {text.strip()}", markup=False)
+
+    def finish(self, recs: list[TrialRecord], out: Path) -> None:
+        pass
 
 
 def _share(fraction: float) -> str:
@@ -165,7 +193,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> SearchConfig:
         pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives), device=DeviceName(args.device),
         keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout, backend=Backend(args.backend),
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, storage_path=args.storage_path,
+        max_concurrent=args.max_concurrent, storage_path=args.storage_path, workers=args.workers,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
     )
     return SearchConfig(**{**settings, **fixed})
@@ -268,6 +296,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="where candidates train: auto picks cuda when PyTorch sees a GPU")
     p.add_argument("--keep-top", type=int, default=3, help="keep the weights of the best K trials")
     p.add_argument("--timeout", type=float, help="stop starting new candidates after this many seconds")
+    p.add_argument("--workers", type=int,
+                   help="optuna backend: processes training candidates at once, each on its own device, all "
+                        "asking the one study (default: one per CUDA GPU when training on CUDA, else 1)")
     ray = p.add_argument_group("Ray (--backend ray)")
     ray.add_argument("--backend", default="optuna", choices=[b.value for b in Backend],
                      help="optuna: one trial after another in this process (default); ray: Ray Tune trials in "
