@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 # How long a worker may take to settle its trial as interrupted once this process stops early.
 STOP_GRACE_S = 60.0
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+# Set in a worker process when it is told to stop (SIGTERM); see `_check_stop`.
+_STOP = threading.Event()
 
 
 def worker_devices(workers: int | None, device: torch.device, gpus: int) -> list[torch.device]:
@@ -69,6 +72,7 @@ class LocalBackend:
 
     def _loop(self, core: SearchCore) -> None:
         while True:
+            _check_stop()
             started = self._next(core)
             if started is None:
                 break
@@ -101,6 +105,7 @@ class LocalBackend:
         """Train the trial here, pruned by the study's pruner; Ctrl-C settles it as interrupted."""
 
         def on_epoch(epoch: int, accuracy: float) -> None:
+            _check_stop()
             core.epoch_done(trial, Progress(epoch, accuracy))
             if not core.cfg.multi_objective and trial.should_prune():
                 raise Pruned
@@ -168,7 +173,15 @@ def _work(cfg: SearchConfig, device: str, make_report: Callable[[], Report], fau
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    _STOP.set()
     raise KeyboardInterrupt
+
+
+def _check_stop() -> None:
+    """Raise KeyboardInterrupt if this worker was told to stop: the handler's own raise is lost when the
+    signal lands in a weakref callback or a finaliser, which Python runs with exceptions ignored."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 def _stop_with_parent() -> None:
