@@ -537,20 +537,22 @@ def _read_cifar(dataset: Dataset, root: str | None, train: bool = True) -> _Full
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     y = torch.tensor(ds.targets, dtype=torch.long)
     split = "" if train else " (test)"
-    files = [Path(folder, cls.base_folder, name) for name, _ in (ds.train_list if train else ds.test_list)]
+    paths = [Path(folder, cls.base_folder, name) for name, _ in (ds.train_list if train else ds.test_list)]
     return _Full(x=x, y=y, num_classes=len(ds.classes), augment=Augment.PAD_CROP_FLIP,
-                 source=f"{cls.__name__}{split} from {folder}", fingerprint=_fingerprint(files))
+                 source=f"{cls.__name__}{split} from {folder}",
+                 fingerprint=_fingerprint([(p, str(p.absolute())) for p in paths], "the dataset's folder"))
 
 
-def _fingerprint(files: list[Path]) -> str:
-    """Digest of the files' absolute paths, sizes and modification times: any change makes a new cache key."""
+def _fingerprint(files: Sequence[tuple[Path, str]], where: str) -> str:
+    """Digest of each (file, name)'s name, size and modification time: any change makes a new cache key;
+    a file that cannot be read is a DataError that says to check `where`."""
     digest = hashlib.sha256()
-    for path in files:
+    for path, name in files:
         try:
             st = path.stat()
-        except OSError as e:  # removed or made unreadable since it was read
-            raise DataError(f"cannot read {path} ({e.strerror}); check the dataset's folder") from None
-        digest.update(f"{path.absolute()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError as e:  # removed or made unreadable since it was listed
+            raise DataError(f"cannot read {path} ({e.strerror}); check {where}") from None
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -568,16 +570,11 @@ def _scan_folder(root: str) -> _Folder:
         raise DataError(
             f"image folder {root} has {len(ds.classes)} class sub-folder(s); a classifier needs 2+"
         )
-    digest = hashlib.sha256()
-    for path, label in ds.samples:
-        try:
-            st = os.stat(path)
-        except OSError as e:  # removed or made unreadable while being listed
-            raise DataError(f"cannot read {path} ({e.strerror}); check the image folder {root}") from None
-        digest.update(f"{os.path.relpath(path, root)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    files = [(Path(path), f"{os.path.relpath(path, root)}\0{label}") for path, label in ds.samples]
     return _Folder(
         root=root, paths=tuple(path for path, _ in ds.samples), y=torch.tensor(ds.targets, dtype=torch.long),
-        num_classes=len(ds.classes), fingerprint=digest.hexdigest(), source=f"image folder {root}",
+        num_classes=len(ds.classes), fingerprint=_fingerprint(files, f"the image folder {root}"),
+        source=f"image folder {root}",
     )
 
 
