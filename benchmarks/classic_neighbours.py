@@ -38,25 +38,9 @@ SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "resnet_famil
 
 def neighbours(space: resnas.SearchSpace, arch: resnas.Arch, budget: int,
                only: list[str] | None) -> list[tuple[str, resnas.Arch]]:
-    """Every architecture one adjacent value away from `arch` in one listed dimension, under `budget`."""
-    params = space.params(arch)
-    assert params is not None, "the classic is not in the space"
-    domains = {d.name: d.domain for d in space.dimensions()}
-    found: dict[resnas.Arch, str] = {}
-    for name, value in params.items():
-        if only and name not in only:
-            continue
-        options = list(domains[name].options())
-        if value not in options or len(options) < 2:
-            continue  # a continuous dimension: no adjacent value
-        i = options.index(value)
-        for j in (i - 1, i + 1):
-            if 0 <= j < len(options):
-                fixed = {**params, name: options[j]}
-                moved, _ = space.sample_params(random.Random(0), fixed=fixed)
-                if moved != arch and moved not in found and space.flops(moved) <= budget:
-                    found[moved] = f"{name}: {value} -> {getattr(options[j], 'value', options[j])}"
-    return [(label, a) for a, label in found.items()]
+    """`arch`'s one-step moves in the space (what the search's local moves try) under `budget`."""
+    moves = space.neighbours(arch, random.Random(0))
+    return [(m.label, m.arch) for m in moves if (not only or m.dimension in only) and space.flops(m.arch) <= budget]
 
 
 def main() -> None:

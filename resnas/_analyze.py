@@ -36,6 +36,7 @@ import numpy as np
 
 from resnas._errors import DataError, StorageError
 from resnas._runfolder import RUN_FILE, RunFolder, SweepFolder, atomic_write, ensure_writable, save_figure
+from resnas._trial import Origin
 
 # Fewer complete sampled trials per budget than this cannot say anything about a space of ~10 dimensions.
 MIN_TRIALS = 8
@@ -65,6 +66,7 @@ class Exclusion(str, enum.Enum):
 
     PRUNED = "pruned"  # stopped early: its accuracy is a lower-epoch number
     CLASSIC = "classic"  # a zoo network queued by the search, not sampled
+    MOVE = "local_move"  # a one-step move of the best trial, not sampled
     SHORT = "fewer_epochs"  # complete, yet trained for fewer epochs than the run's
     DUPLICATE = "duplicate"  # another trial's result reused
     OVER_BUDGET = "over_budget"  # rejected by the FLOP screen, never trained
@@ -173,6 +175,8 @@ def classify(row: Mapping[str, str], epochs: int) -> Exclusion | None:
         return Exclusion.NOT_TRAINED
     if row.get("name"):
         return Exclusion.CLASSIC
+    if Origin.of(row.get("origin", "")) is Origin.MOVE:
+        return Exclusion.MOVE
     if int(row.get("epochs") or 0) < epochs:
         return Exclusion.SHORT
     return None
@@ -632,6 +636,9 @@ def _warnings(runs: Sequence[Run], budgets: Sequence[BudgetAnalysis]) -> list[st
         if ex.get(Exclusion.CLASSIC.value):
             out.append(f"budget {b.budget:,}: {ex[Exclusion.CLASSIC.value]} queued classics are not random "
                        "samples: left out of EDFs, effects and importance (shown in the FLOPs plots)")
+        if ex.get(Exclusion.MOVE.value):
+            out.append(f"budget {b.budget:,}: {ex[Exclusion.MOVE.value]} local moves (neighbours of the best "
+                       "trial, not random samples) left out of EDFs, effects and importance")
         if ex.get(Exclusion.PRUNED.value):
             out.append(f"budget {b.budget:,}: {ex[Exclusion.PRUNED.value]} pruned trials left out (their "
                        "accuracies are of fewer epochs); a pruner stops weak models, so the sample leans good")

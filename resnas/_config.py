@@ -95,6 +95,9 @@ class SearchConfig:
     classics: bool = True
     # Then one fitting architecture per shortcut kind no classic covers (off in a sweep: not a random draw).
     first_of_each_kind: bool = True
+    # After the openings, this share of the trials are one-step moves of the best trial so far
+    # (resnas._lifecycle.LocalMoves), interleaved with the sampler's picks; 0 turns them off.
+    local_moves: float = 0.5
     timeout: float | None = None
     backend: Backend = Backend.OPTUNA
     # Optuna backend only: processes training at once on this machine, each asking the one study (None: one
@@ -124,6 +127,8 @@ class SearchConfig:
         if self.train_resolution is not None:
             # At least 32: the stem and stride-2 stages of a resnas network need it.
             _check_int("train_resolution", self.train_resolution, 32, MAX_RESOLUTION)
+        if not (_finite(self.local_moves) and 0 <= self.local_moves <= 1):
+            raise ConfigError(f"must be in [0, 1], got {brief(self.local_moves)}", field="local_moves")
         self._check_ray_settings()
 
     def _check_counts(self) -> None:

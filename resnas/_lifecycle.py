@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from resnas._arch import Arch
 from resnas._budget import format_flops
 from resnas._build import count
 from resnas._config import DeviceName, SearchConfig
@@ -32,6 +33,7 @@ from resnas._study import (
     Screened,
     Study,
     Twin,
+    arch_key,
     exclusive,
     find_study,
     lock_path,
@@ -50,9 +52,8 @@ if TYPE_CHECKING:
     import optuna
     import torch
 
-    from resnas._arch import Arch
     from resnas._data import DataSplits
-    from resnas._space import SearchSpace
+    from resnas._space import Move, SearchSpace
     from resnas._train import Fault
 
 # After this many budget rejections in a row the sampler is not finding the feasible region.
@@ -202,8 +203,10 @@ class Openings:
     """
 
     def __init__(self, study: Study, space: SearchSpace, budget: int, seed: int, *, with_classics: bool,
-                 with_kinds: bool = True) -> None:
+                 with_kinds: bool = True, moves: LocalMoves | None = None) -> None:
         from resnas import zoo
+
+        self.moves = moves
 
         started = study.openings_started()  # None: a study that began otherwise is left as it is
         plan = [Opening(params, classic=name) for name, params in classics(space, budget)] if with_classics else []
@@ -222,10 +225,50 @@ class Openings:
         self.kinds = [o.kind for o in self._plan if o.kind]
 
     def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
-        """Before each ask: queue the next opening if nothing else waits in the queue."""
-        if self._plan and study.queue_is_empty(target):
+        """Before each ask: queue the next opening, else perhaps a local move, if nothing else waits."""
+        if not study.queue_is_empty(target):
+            return
+        if self._plan:
             o = self._plan.pop(0)
             study.enqueue_opening(o.params, classic=o.classic, kind=o.kind, study=target)
+        elif self.moves is not None:
+            self.moves.queue_next(study, target)
+
+
+class LocalMoves:
+    """Hill climbing beside the sampler: after the openings, a `share` of the trials are one-step moves
+    (`SearchSpace.neighbours`) of the best complete trial so far, each new and under the budget, tried in an
+    order fixed by the seed and that trial.
+
+    Why: at a small budget the best classic is hard to beat (results/benchmarks/classic_neighbours-cpu.txt:
+    its neighbours verify within a point of it, the sampler's picks 1-2 points below), so the proposals
+    next to the best network found so far are the likeliest wins; the sampler keeps the rest for exploring.
+    """
+
+    def __init__(self, space: SearchSpace, budget: int, seed: int, share: float) -> None:
+        self.space, self.budget, self.seed, self.share = space, budget, seed, share
+
+    def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
+        """Queue a move when moves are below their share of the trials after the openings."""
+        moves, picks = study.moves_and_picks(target)
+        if moves >= self.share * (moves + picks + 1):
+            return
+        best = study.best_trained(target)
+        if best is None:
+            return
+        number, arch = best
+        move = self._untried(Arch.from_dict(arch), number, study.tried(target))
+        if move is not None:
+            study.enqueue_move(move.params, of=number, label=move.label, study=target)
+
+    def _untried(self, arch: Arch, number: int, tried: set[str]) -> Move | None:
+        """The first move of `arch`, in this seed's order, to an architecture new and under the budget."""
+        moves = self.space.neighbours(arch, random.Random(self.seed))
+        random.Random(f"{self.seed}:{number}").shuffle(moves)
+        for m in moves:
+            if arch_key(m.arch.to_dict()) not in tried and screen(m.arch, self.space, self.budget).fits:
+                return m
+        return None
 
 
 def _first_fitting(space: SearchSpace, budget: int, rng: random.Random, kind: str) -> dict[str, Any] | None:
@@ -388,8 +431,9 @@ class SearchCore:
         self.job = TrialJob(cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, str(device), faults.loss)
         with self.claiming():
             recovered = self._open_study(recover)
+            moves = LocalMoves(self.space, cfg.budget, cfg.seed, cfg.local_moves) if cfg.local_moves else None
             self.openings = Openings(self.study, self.space, cfg.budget, cfg.seed, with_classics=cfg.classics,
-                                     with_kinds=cfg.first_of_each_kind)
+                                     with_kinds=cfg.first_of_each_kind, moves=moves)
             self.folder.write_run(self.owner, self._run_file())
         self.refresh()
         self.opened = True
@@ -400,6 +444,9 @@ class SearchCore:
         if self.openings.kinds:
             kinds = ", ".join(self.openings.kinds)
             self.report.note(f"  then one fitting architecture per other shortcut kind: {kinds}")
+        if cfg.local_moves:
+            self.report.note(f"  then {cfg.local_moves:.0%} of the trials are one-step moves of the best trial so far, "
+                             f"the rest the sampler's")
 
     def _open_study(self, recover: bool) -> list[int]:
         """The run folder's study, never one that lost or replaced the folder's results; its recovered trials."""

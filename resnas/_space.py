@@ -726,6 +726,28 @@ class SearchSpace:
         picks = _RandomSuggester(rng, {d.name: d.trend for d in self._dims.values()}, fixed or {}, lean)
         return self.suggest(picks), picks.params
 
+    def neighbours(self, arch: Arch, rng: random.Random) -> list[Move]:
+        """Every Arch one adjacent value of one listed dimension away from `arch` (a point of the space).
+
+        Continuous dimensions have no adjacent value and are not moved; a move that makes other dimensions
+        apply (block -> bottleneck asks for cardinality) draws them with `rng`. Budgets are the caller's.
+        """
+        params = self.params(arch)
+        if params is None:
+            raise ValueError(f"{brief(arch)} is not in {self.source}")
+        found: dict[Arch, Move] = {}
+        for name, value in params.items():
+            domain = self._dims[name].domain
+            if domain.count is None:
+                continue
+            options = [_plain_value(o) for o in domain.options()]
+            i = options.index(value)
+            for new in (options[j] for j in (i - 1, i + 1) if 0 <= j < len(options)):
+                moved, moved_params = self.sample_params(rng, fixed={**params, name: new})
+                if moved != arch and moved not in found:
+                    found[moved] = Move(name, value, new, moved, moved_params)
+        return list(found.values())
+
     def contains(self, arch: Arch) -> bool:
         """Whether `arch` is in the space: every field allowed, inapplicable ones at their defaults."""
         return self._asked(arch) is not None
@@ -736,7 +758,7 @@ class SearchSpace:
         if asked is None:
             return None
         values = {d.name: self._slots[d.name].read(arch) for d in asked if not d.domain.fixed}
-        return {name: v.value if isinstance(v, enum.Enum) else v for name, v in values.items()}
+        return {name: _plain_value(v) for name, v in values.items()}
 
     def probability(self, arch: Arch) -> float:
         """How likely `sample` is to draw `arch`'s discrete choices (continuous ones aside); 0 outside.
@@ -818,6 +840,26 @@ class SearchSpace:
         counted = [(self.flops(arch, count), arch) for arch in archs]
         flops, arch = (min if lowest else max)(counted, key=lambda pair: pair[0])
         return flops, arch, len(counted)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One step in the space: `dimension` from `old` to `new` (Optuna values), and the Arch it leads to."""
+
+    dimension: str
+    old: Any
+    new: Any
+    arch: Arch
+    params: dict[str, Any]  # the Optuna parameters that rebuild `arch`
+
+    @property
+    def label(self) -> str:
+        return f"{self.dimension} {self.old} -> {self.new}"
+
+
+def _plain_value(v: Any) -> Any:
+    """An option as Optuna stores it (an enum's value)."""
+    return v.value if isinstance(v, enum.Enum) else v
 
 
 class _Run:

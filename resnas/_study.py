@@ -23,7 +23,7 @@ import optuna
 
 from resnas._config import PrunerName, SamplerName, SearchConfig
 from resnas._errors import ConfigError, StorageError
-from resnas._trial import TrialRecord, TrialState
+from resnas._trial import Origin, TrialRecord, TrialState
 
 if TYPE_CHECKING:
     from resnas._arch import Arch
@@ -39,7 +39,7 @@ class _Key:
     WORKER, NODE, TRAINED_ARCH, TRAIN_FLOPS = "worker", "node", "trained_arch", "train_flops"
     EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
-    NAME, CLASSIC, DUPLICATE_OF = "name", "classic", "duplicate_of"
+    NAME, CLASSIC, DUPLICATE_OF, MOVE, MOVE_OF = "name", "classic", "duplicate_of", "local_move", "move_of"
     SHORTCUT, ORDER, BLOCK = "shortcut", "order", "block"
     SETTINGS, STUDY_ID = "resnas_settings", "resnas_study_id"
 
@@ -342,15 +342,42 @@ class Study:
         attrs = {_Key.CLASSIC: classic} if classic else {_Key.FIRST_OF_KIND: kind}
         (study or self.optuna).enqueue_trial(params, user_attrs=attrs)
 
+    def enqueue_move(self, params: dict[str, Any], *, of: int, label: str,
+                     study: optuna.Study | None = None) -> None:
+        """Queue a local move: trial `of`'s architecture with one dimension moved (`label` says which)."""
+        (study or self.optuna).enqueue_trial(params, user_attrs={_Key.MOVE: label, _Key.MOVE_OF: of})
+
+    def moves_and_picks(self, study: optuna.Study | None = None) -> tuple[int, int]:
+        """Local moves queued so far, and the sampler's proposals that were trained or are training."""
+        trials = (study or self.optuna).get_trials(deepcopy=False)
+        moves = sum(_Key.MOVE in t.user_attrs for t in trials)
+        picks = sum(_origin(t) == Origin.SAMPLER.value and _Key.TRAINED_ARCH in t.user_attrs
+                    and _state_of(t) is not TrialState.DUPLICATE for t in trials)
+        return moves, picks
+
+    def best_trained(self, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
+        """The complete trial with the highest validation accuracy (fewest FLOPs on a tie): number and arch."""
+        done = [t for t in (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.COMPLETE,))
+                if _state_of(t) is TrialState.COMPLETE and t.user_attrs.get(_Key.VAL_ACCURACY) is not None
+                and t.user_attrs.get(_Key.ARCH)]
+        if not done:
+            return None
+        best = max(done, key=lambda t: (t.user_attrs[_Key.VAL_ACCURACY], -t.user_attrs.get(_Key.FLOPS, 0)))
+        return best.number, best.user_attrs[_Key.ARCH]
+
+    def tried(self, study: optuna.Study | None = None) -> set[str]:
+        """Every architecture a trial has proposed so far (trained or not), as canonical JSON."""
+        return {arch_key(t.user_attrs.get(_Key.ARCH)) for t in (study or self.optuna).get_trials(deepcopy=False)}
+
     def twin_of(self, arch: Arch, number: int) -> Twin | None:
         """The first other trial with `arch` that was trained, or that a live process is training.
 
         Processes sharing the study propose under one lock (`exclusive`), so the one that proposes second
         sees the first one's trial started.
         """
-        key = _arch_key(arch.to_dict())
+        key = arch_key(arch.to_dict())
         for t in self._trials():
-            if t.number == number or _arch_key(t.user_attrs.get(_Key.ARCH)) != key:
+            if t.number == number or arch_key(t.user_attrs.get(_Key.ARCH)) != key:
                 continue
             state = _state_of(t)
             if state.trained or (state is TrialState.RUNNING and _claimed(t)):
@@ -389,7 +416,21 @@ def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
         budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
         epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),
         images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""), reason=ua.get(_Key.REASON, ""),
-        arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
+        origin=_origin(t), arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
+
+
+def _origin(t: optuna.trial.FrozenTrial) -> str:
+    """Who proposed the trial (`Origin`), with what it came from."""
+    ua = t.user_attrs
+    if _Key.CLASSIC in ua:
+        return Origin.CLASSIC.value
+    if _Key.FIRST_OF_KIND in ua:
+        return f"{Origin.FIRST.value} {ua[_Key.FIRST_OF_KIND]}"
+    if _Key.MOVE in ua:
+        return f"{Origin.MOVE.value} of #{ua[_Key.MOVE_OF]}: {ua[_Key.MOVE]}"
+    if _Key.RETRY_OF in ua:
+        return f"{Origin.RETRY.value} of #{ua[_Key.RETRY_OF]}"
+    return Origin.SAMPLER.value
 
 
 def _claimed(t: optuna.trial.FrozenTrial) -> bool:
@@ -399,7 +440,7 @@ def _claimed(t: optuna.trial.FrozenTrial) -> bool:
         and _process_alive(worker)
 
 
-def _arch_key(arch: dict[str, Any] | None) -> str:
+def arch_key(arch: dict[str, Any] | None) -> str:
     """An arch dict as canonical JSON (stored dicts hold lists where fresh ones hold tuples)."""
     return json.dumps(arch, sort_keys=True) if arch else ""
 

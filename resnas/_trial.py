@@ -28,6 +28,22 @@ class TrialState(str, enum.Enum):
         return self.value
 
 
+class Origin(str, enum.Enum):
+    """Who proposed a trial; trials.csv's `origin` starts with it ("move of #3: shortcut identity -> gated")."""
+
+    CLASSIC = "classic"  # a zoo network queued first
+    FIRST = "first"  # the first of a shortcut kind no classic covers
+    MOVE = "move"  # a one-step move of the best trial so far
+    RETRY = "retry"  # an interrupted trial's architecture, queued again
+    SAMPLER = "sampler"
+
+    @classmethod
+    def of(cls, text: str) -> Origin:
+        """The origin a trials.csv cell starts with (files from before the column: the sampler)."""
+        head = text.split(" ", 1)[0]
+        return cls(head) if head in cls._value2member_map_ else cls.SAMPLER
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as trials.csv shows it; `TrialRecord.COLUMNS` are the file's columns, in order."""
@@ -46,6 +62,8 @@ class TrialRecord:
     images_per_s: float | None
     node: str
     reason: str
+    # Who proposed it: "classic", "first gated", "move of #3: shortcut identity -> gated", "retry of #5", "sampler".
+    origin: str
     arch: dict[str, Any] | None
     # The network actually trained (narrower than `arch` under a proxy width below 1).
     trained_arch: dict[str, Any] | None = None

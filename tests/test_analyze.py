@@ -312,16 +312,18 @@ def test_cli_end_to_end_on_fashion_mnist(tmp_path: Path) -> None:
     flags = ["--space", str(space), "--budget", "20M", "--epochs", "1", "--train-samples", "256", "--val-samples",
              "128", "--batch-size", "64", "--proxy-width", "0.25", "--sampler", "random", "--no-classics",
              "--trials", "5", "--dataset", "fashion-mnist"]
-    for seed in ("1", "2"):
-        done = cli("search", *flags, "--seed", seed, "--out", str(tmp_path / f"run{seed}"))
+    # Run 1 samples only; run 2 makes its 4th trial a local move (after the 3 openings), not a random sample.
+    for seed, moves in (("1", "0"), ("2", "0.5")):
+        done = cli("search", *flags, "--seed", seed, "--local-moves", moves, "--out", str(tmp_path / f"run{seed}"))
         assert done.returncode == 0, done.stderr
     analysed = _cli_analyze(str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "a"),
                    "--refine", "--bootstrap", "500")
     assert analysed.returncode == 0, analysed.stderr
     data = json.loads((tmp_path / "a" / "analysis.json").read_text())
     (budget,) = data["budgets"]
-    assert "10 models (left out" in analysed.stdout and budget["summary"][:60] in analysed.stdout
-    assert budget["models"] == 10 and len(data["used"]) == 10
+    assert "9 models (left out" in analysed.stdout and budget["summary"][:60] in analysed.stdout
+    assert budget["models"] == 9 and len(data["used"]) == 9
+    assert "1 local moves (neighbours of the best trial, not random samples) left out" in analysed.stdout
     assert any(d["name"] == "shortcut" for d in budget["dimensions"])
     refined = SearchSpace.from_yaml(tmp_path / "a" / "refined_space.yaml")
     before = {d.name: set(d.domain.options()) for d in SearchSpace.from_yaml(space).dimensions()

@@ -279,7 +279,7 @@ def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], ke
         records.append(TrialRecord(
             number=number, state=state, name="", val_accuracy=complete.get(number), flops=1000 + number, params=None,
             macs=None, budget_fraction=None, duration_s=None, epochs=1, train_flops=None, images_per_s=None,
-            node="", reason="", arch=arch.to_dict(),
+            node="", reason="", origin="sampler", arch=arch.to_dict(),
             trained_arch=trained.to_dict() if number in complete else None))
         if number in kept:
             torch.save(_randomised(trained, 10, number).state_dict(), RunFolder(run).weights_path(number))

@@ -14,11 +14,13 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 
 import resnas
 from resnas._config import SearchConfig
 from resnas._errors import ConfigError
 from resnas._lifecycle import check_budget_is_feasible, screen
+from resnas._trial import TrialRecord
 
 from tests._e2e import ROOT, SPACE, cli, rows, start, trained
 
@@ -65,17 +67,22 @@ def test_search_end_to_end_and_resume(tmp_path: Path, backend: Backend) -> None:
     assert run["proxy_width"] == 0.25 and run["settings"]["epochs"] == 1
 
     # The same command with a larger --trials continues the study: no trial repeated, none lost.
-    again = cli("search", *SMALL, *flags, "--trials", "3", "--out", str(out), env=env)
+    again = cli("search", *SMALL, *flags, "--trials", "4", "--out", str(out), env=env)
     assert again.returncode == 0, again.stderr
-    assert "resuming: 2 of 3" in again.stdout
+    assert "resuming: 2 of 4" in again.stdout
     after = rows(out)
-    assert len(trained(out)) == 3
+    assert len(trained(out)) == 4
     numbers = [int(r["number"]) for r in after]
     assert len(numbers) == len(set(numbers))
     # A new study starts with one fitting architecture per shortcut kind (the third waited in the queue).
     first_three = sorted(after, key=lambda r: int(r["number"]))[:3]
     assert [resnas.Arch.from_json(r["arch"]).shortcut.value for r in first_three] == ["identity", "gated", "dense"]
     assert all(r["state"] in ("complete", "pruned") for r in first_three)
+    # Then a local move of the best of them (the sampler's turn is next).
+    fourth = sorted(trained(out), key=lambda r: int(r["number"]))[3]
+    best = max((r for r in first_three if r["state"] == "complete"),
+               key=lambda r: (float(r["val_accuracy"]), -int(r["flops"])))
+    assert fourth["origin"].startswith(f"move of #{best['number']}: ")
     before = {r["number"]: r for r in table}
     for r in after:
         if r["number"] in before:
@@ -174,6 +181,7 @@ def test_accuracy_plus_flops_returns_a_pareto_front(tmp_path: Path) -> None:
     (["--budget", "4G", "--space", "missing.yaml"], "missing.yaml"),
     (["--budget", "4G", "--dataset", "mnist-ish"], "invalid choice: 'mnist-ish'"),
     (["--budget", "4G", "--trials", "0"], "--trials must be at least 1"),
+    (["--budget", "4G", "--local-moves", "1.5"], "--local-moves must be in [0, 1], got 1.5"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = cli("search", "--out", str(tmp_path / "run"), *args)
@@ -281,6 +289,64 @@ def test_a_new_study_trains_the_classics_that_fit_first_then_the_kinds_they_leav
     old.enqueue_trial({"shortcut": "identity"})
     old.ask()
     assert Openings(Study(old), space, budget, seed=0, with_classics=True).classics == []
+
+
+SMALL_FAMILY = """
+input: {resolution: 32, channels: 3, classes: 10}
+stem: cifar
+stem_width: [8, 16]
+block: basic
+shortcut: [identity, gated]
+order: [post, pre]
+stages:
+  - {depth: [1, 2], width: [8, 16], stride: 1}
+  - {depth: [1, 2], width: [16, 32], stride: 2}
+dropout: [0.0, 0.1]
+"""
+
+
+class _Quiet:
+    def __getattr__(self, name: str) -> object:
+        return lambda *args, **kwargs: None
+
+
+def _tiny_search(tmp_path: Path, **settings: object) -> list[TrialRecord]:
+    """A search of SMALL_FAMILY on synthetic data in this process (a second or so per trial); its records."""
+    from resnas._lifecycle import Faults, SearchCore
+    from resnas._local import LocalBackend
+
+    tmp_path.mkdir(exist_ok=True)
+    space = tmp_path / "small.yaml"
+    space.write_text(SMALL_FAMILY)
+    cfg = SearchConfig(space=str(space), budget=10**9, out=str(tmp_path / "run"), dataset="synthetic", epochs=1,
+                       train_samples=64, val_samples=64, **settings)  # type: ignore[arg-type]
+    core = SearchCore.prepare(cfg, _Quiet())  # type: ignore[arg-type]
+    LocalBackend().run(core, Faults())
+    return sorted(core.study.records(cfg.budget), key=lambda r: r.number)
+
+
+def test_local_moves_step_from_the_best_trial_so_far_between_the_samplers_picks(tmp_path: Path) -> None:
+    space = resnas.SearchSpace.from_dict(yaml.safe_load(SMALL_FAMILY))
+    records = _tiny_search(tmp_path, trials=8, pruner="none", sampler="random")
+    trained = [r for r in records if r.state.trained]
+    # The openings (one per shortcut kind: no classic is in this space), then moves and picks in turn.
+    assert [r.origin.split(" ")[0] for r in trained] == ["first", "first"] + ["move", "sampler"] * 3
+    for r in trained:
+        if not r.origin.startswith("move"):
+            continue
+        # Each moves the best complete trial before it (highest accuracy, then fewest FLOPs) ...
+        before = [b for b in trained if b.number < r.number and b.state.value == "complete"]
+        best = max(before, key=lambda b: (b.val_accuracy, -b.flops))
+        of, label = r.origin.removeprefix("move of #").split(": ")
+        assert int(of) == best.number
+        # ... by one step of the named dimension, nothing else.
+        dimension, old, new = label.replace(" -> ", " ").split(" ")
+        a, b = (space.params(resnas.Arch.from_dict(x.arch)) for x in (best, r))
+        assert {k for k in a if a[k] != b[k]} == {dimension} and (str(a[dimension]), str(b[dimension])) == (old, new)
+    assert len({json.dumps(r.arch, sort_keys=True) for r in trained}) == len(trained)
+    # Turned off: only the sampler after the openings.
+    off = _tiny_search(tmp_path / "off", trials=4, pruner="none", sampler="random", local_moves=0.0)
+    assert [r.origin for r in off if r.state.trained][2:] == ["sampler", "sampler"]
 
 
 def test_constraints_reach_the_sampler(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import statistics
@@ -229,6 +230,48 @@ def test_sample_params_rebuild_their_arch_and_lean_reaches_the_exact_minimum(pat
     assert cheapest == space.min_flops()
     assert statistics.median(space.flops(space.sample_params(rng, lean=0.2)[0]) for _ in range(100)) < \
            statistics.median(space.flops(space.sample(rng)) for _ in range(100))
+
+
+def _restage(arch: Arch, i: int, **kw: Any) -> Arch:
+    stages = list(arch.stages)
+    stages[i] = dataclasses.replace(stages[i], **kw)
+    return dataclasses.replace(arch, stages=tuple(stages))
+
+
+def test_neighbours_of_resnet18_are_its_one_step_moves(imagenet_space: SearchSpace) -> None:
+    # resnet18 in resnet_family.yaml, moved one listed value at a time (the lists in the file, read by hand).
+    r18 = Arch(stages=(StageSpec(2, 1, 64), StageSpec(2, 2, 128), StageSpec(2, 2, 256), StageSpec(2, 2, 512)),
+               block=Block.BASIC, shortcut=Shortcut.IDENTITY, order=Order.POST, stem=Stem.IMAGENET, stem_width=64)
+    assert r18 == zoo.get("resnet18")
+    expected = {
+        "stem_width 64 -> 48": dataclasses.replace(r18, stem_width=48),
+        "stem_width 64 -> 96": dataclasses.replace(r18, stem_width=96),
+        "shortcut identity -> gated": dataclasses.replace(r18, shortcut=Shortcut.GATED),  # dense is 2 steps away
+        "order post -> pre": dataclasses.replace(r18, order=Order.PRE),
+        "width_multiplier 1.0 -> 0.75": dataclasses.replace(r18, width_multiplier=0.75),
+        "width_multiplier 1.0 -> 1.5": dataclasses.replace(r18, width_multiplier=1.5),
+        "dropout 0.0 -> 0.1": dataclasses.replace(r18, dropout=0.1),
+    }
+    widths = ((48, 96), (96, 192), (192, 384), (384, 768))
+    for i, (narrow, wide) in enumerate(widths):
+        base = r18.stages[i].width
+        expected |= {f"stages[{i}].depth 2 -> 1": _restage(r18, i, depth=1),
+                     f"stages[{i}].depth 2 -> 3": _restage(r18, i, depth=3),
+                     f"stages[{i}].width {base} -> {narrow}": _restage(r18, i, width=narrow),
+                     f"stages[{i}].width {base} -> {wide}": _restage(r18, i, width=wide)}
+    moves = {m.label: m for m in imagenet_space.neighbours(r18, random.Random(0))}
+    # Two moves make new dimensions apply, which are drawn: survival_prob, and a bottleneck's cardinality.
+    assert set(moves) == set(expected) | {"survival none -> uniform", "block basic -> bottleneck"}
+    for label, arch in expected.items():
+        assert moves[label].arch == arch, label
+    drawn = moves["survival none -> uniform"].arch
+    assert drawn.survival is Survival.UNIFORM and dataclasses.replace(drawn, survival=Survival.NONE,
+                                                                       survival_prob=1.0) == r18
+    assert moves["block basic -> bottleneck"].arch.block is Block.BOTTLENECK
+    for m in moves.values():  # each rebuilds from its Optuna parameters, as an enqueued trial does
+        assert imagenet_space.suggest(optuna.trial.FixedTrial(m.params)) == m.arch
+    with pytest.raises(ValueError, match="not in"):
+        imagenet_space.neighbours(_cifar(3), random.Random(0))
 
 
 @pytest.mark.parametrize("path", [RESNET_FAMILY, CIFAR_FAMILY], ids=["resnet", "cifar"])

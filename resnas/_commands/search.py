@@ -13,7 +13,7 @@ from typing import Any
 
 from resnas._budget import format_flops
 from resnas._config import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
-from resnas._trial import TrialRecord, TrialState, pareto_front, ranked
+from resnas._trial import Origin, TrialRecord, TrialState, pareto_front, ranked
 
 DEFAULT_SPACE = "search_spaces/resnet_family.yaml"
 
@@ -94,6 +94,8 @@ class Reporter:
         acc = f"{rec.val_accuracy:.3f}" if rec.val_accuracy is not None else "-"
         detail = f" ({rec.reason})" if rec.reason else ""
         name = f" {rec.name}" if rec.name else ""
+        if Origin.of(rec.origin) in (Origin.MOVE, Origin.FIRST):
+            name += f" ({rec.origin})"
         self.console.print(
             f"{self.trial_label}: #{rec.number}{name} {rec.state.value}{detail} val acc {acc}, "
             f"{format_flops(rec.flops or 0)} ({(rec.budget_fraction or 0):.0%} of budget), "
@@ -191,7 +193,8 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> SearchConfig:
         train_resolution=args.train_resolution, proxy_width=args.proxy_width, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, study=args.study, storage=args.storage, sampler=SamplerName(args.sampler),
         pruner=PrunerName(args.pruner), objectives=Objectives(args.objectives), device=DeviceName(args.device),
-        keep_top=args.keep_top, classics=not args.no_classics, timeout=args.timeout, backend=Backend(args.backend),
+        keep_top=args.keep_top, classics=not args.no_classics, local_moves=args.local_moves, timeout=args.timeout,
+        backend=Backend(args.backend),
         address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
         max_concurrent=args.max_concurrent, storage_path=args.storage_path, workers=args.workers,
         command="resnas " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["search"] else "",
@@ -263,6 +266,9 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-classics", action="store_true",
                    help="do not train the zoo networks that the space contains under the budget first (resnet18, "
                         "densenet121, ...: the baselines the search must beat)")
+    p.add_argument("--local-moves", type=float, default=0.5, metavar="SHARE",
+                   help="after the classics, this share of the trials are one-step moves of the best trial so "
+                        "far (a stage one block deeper, another shortcut ...), between the sampler's picks; 0: none")
     p.add_argument("--verify", action="store_true",
                    help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
                         "the classics from scratch and score them on the test split")

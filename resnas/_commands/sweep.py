@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     folder = SweepFolder(args.out or _default_out(args, budgets))
     configs = [config_from_args(args, budget=b, out=str(folder.path / budget_slug(b)), trials=args.samples,
                                 sampler=SamplerName.RANDOM, pruner=PrunerName.NONE, classics=False,
-                                first_of_each_kind=False,
+                                first_of_each_kind=False, local_moves=0.0,
                                 objectives=Objectives.ACCURACY, command="resnas " + shlex.join(sys.argv[1:]))
                for b in budgets]
     space, _ = load_space(configs[0].space)
@@ -85,4 +85,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "results/sweeps/<space>-<budgets>-<dataset>-seed<seed>)")
     add_training_flags(p)
     p.set_defaults(func=_run, trials=None, sampler=SamplerName.RANDOM.value, pruner=PrunerName.NONE.value,
-                   objectives=Objectives.ACCURACY.value, no_classics=True, verify=False)
+                   objectives=Objectives.ACCURACY.value, no_classics=True, local_moves=0.0, verify=False)
