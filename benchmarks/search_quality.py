@@ -1,17 +1,17 @@
 """Search quality: does the search beat the classics it contains, verified, and does TPE beat random search?
 
-Runs `resnas search` with TPE and with random sampling at equal trials over several seeds (classics first, as
-every new study), then verifies as `resnas verify` does: each run's best searched network (proxy top-1 that is
+Runs `resnas search` in several arms (by default TPE and random sampling, both with the default local moves,
+and TPE without them) at equal trials over several seeds (classics first, as every new study), then verifies as `resnas verify` does: each run's best searched network (proxy top-1 that is
 no classic) and every classic are retrained from scratch with one recipe over the verification seeds and scored
 on the test split. A network trained with the same recipe and seed gives the same result (CPU training is
 deterministic), so each (architecture, seed) unit is trained once and shared by the runs that need it.
 
 Prints, per run: the searched best's verified accuracy against the best classic's with a paired 95% t interval;
-then TPE against random over the search seeds, and how many trained trials each run needed before a searched
-network's proxy accuracy passed the best classic's.
+then each arm against the first over the search seeds, and how many trained trials each run needed before a
+searched network's proxy accuracy passed the best classic's.
 
     python benchmarks/search_quality.py                        # 4 GFLOPs, resnet_family.yaml, default proxy
-    python benchmarks/search_quality.py --trials 16 --search-seeds 0,1,2 --verify 4000x3
+    python benchmarks/search_quality.py --trials 16 --search-seeds 0,1,2 --verify 4000x3 --arms tpe,random
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from resnas._data import load_verification  # noqa: E402
 from resnas._verify import Network, NetworkKind, Recipe, paired_interval, train_unit  # noqa: E402
 
 
-def search(out: Path, args: argparse.Namespace, sampler: str, seed: int) -> list[dict[str, str]]:
-    """One search's trials.csv rows (run as a user would)."""
+def search(out: Path, args: argparse.Namespace, arm: str, seed: int) -> list[dict[str, str]]:
+    """One search's trials.csv rows (run as a user would); `arm` is SAMPLER or SAMPLER/LOCAL_MOVES_SHARE."""
+    sampler, _, moves = arm.partition("/")
     cmd = [sys.executable, "-m", "resnas.cli", "search", "--space", args.space, "--budget", args.budget,
-           "--trials", str(args.trials), "--sampler", sampler, "--seed", str(seed), "--out", str(out)]
+           "--trials", str(args.trials), "--sampler", sampler, "--seed", str(seed), "--out", str(out),
+           *(["--local-moves", moves] if moves else [])]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"search failed: {done.stderr[-2000:]}")
@@ -66,6 +68,8 @@ def main() -> None:
     p.add_argument("--budget", default="4GFLOPs")
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--search-seeds", default="0,1,2")
+    p.add_argument("--arms", default="tpe,random,tpe/0",
+                   help="searches to compare: SAMPLER or SAMPLER/LOCAL_MOVES_SHARE (default share 0.5)")
     p.add_argument("--verify", default="4000x3", help="verification recipe: train images x epochs")
     p.add_argument("--verify-seeds", type=int, default=3)
     p.add_argument("--width", type=float, default=0.5)
@@ -90,12 +94,13 @@ def main() -> None:
             accs.append(cache[key])
         return accs
 
-    results: dict[str, list[tuple[float, float, int | None]]] = {"tpe": [], "random": []}
+    arms = args.arms.split(",")
+    results: dict[str, list[tuple[float, float, int | None]]] = {arm: [] for arm in arms}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            for sampler in ("tpe", "random"):
-                rows = search(Path(tmp) / f"{sampler}-{seed}", args, sampler, seed)
+            for arm in arms:
+                rows = search(Path(tmp) / f"{arm.replace('/', '-')}-{seed}", args, arm, seed)
                 complete = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: -float(r["val_accuracy"]))
                 classics = {r["name"]: r for r in complete if r["name"]}
                 searched = next((r for r in complete if not r["name"]), None)
@@ -103,7 +108,7 @@ def main() -> None:
                                                  int(r["flops"])))
                           for name, r in classics.items()}
                 best_classic = max(scores, key=lambda n: statistics.fmean(scores[n]))
-                line = f"{sampler:6s} seed {seed}: "
+                line = f"{arm:8s} seed {seed}: "
                 if searched is None:
                     print(line + "no searched network completed", flush=True)
                     continue
@@ -112,26 +117,29 @@ def main() -> None:
                 diffs = [100 * (a - b) for a, b in zip(mine, scores[best_classic])]
                 mean, low, high = paired_interval(diffs)
                 need = trials_to_beat(rows)
-                results[sampler].append((statistics.fmean(mine), statistics.fmean(scores[best_classic]), need))
-                print(line + f"searched best #{searched['number']} (proxy {float(searched['val_accuracy']):.4f}) "
+                results[arm].append((statistics.fmean(mine), statistics.fmean(scores[best_classic]), need))
+                print(line + f"searched best #{searched['number']} ({searched.get('origin') or 'sampler'}, proxy "
+                      f"{float(searched['val_accuracy']):.4f}) "
                       f"verified {statistics.fmean(mine):.4f} +/- {statistics.stdev(mine):.4f}; best classic "
                       f"{best_classic} {statistics.fmean(scores[best_classic]):.4f} +/- "
                       f"{statistics.stdev(scores[best_classic]):.4f}; gain {mean:+.2f} pts [{low:+.2f}, {high:+.2f}]; "
                       f"trained trials until a searched proxy accuracy passed the best classic's: "
                       f"{need if need is not None else 'never'}", flush=True)
     print()
-    for sampler, rs in results.items():
+    for arm, rs in results.items():
         if rs:
             gains = [100 * (m - c) for m, c, _ in rs]
             beat = sum(g > 0 for g in gains)
-            print(f"{sampler:6s}: searched best {statistics.fmean(m for m, _, _ in rs):.4f} verified on average; "
+            print(f"{arm:8s}: searched best {statistics.fmean(m for m, _, _ in rs):.4f} verified on average; "
                   f"gain over the best classic {statistics.fmean(gains):+.2f} pts (per seed "
                   f"{', '.join(f'{g:+.2f}' for g in gains)}); ahead in {beat} of {len(rs)} runs")
-    if len(results["tpe"]) == len(results["random"]) >= 2:
-        diffs = [100 * (t[0] - r[0]) for t, r in zip(results["tpe"], results["random"])]
-        mean, low, high = paired_interval(diffs)
-        print(f"TPE - random (searched best, verified): {mean:+.2f} pts [{low:+.2f}, {high:+.2f}] paired over "
-              f"{len(diffs)} search seeds")
+    first = arms[0]
+    for arm in arms[1:]:
+        if len(results[first]) == len(results[arm]) >= 2:
+            diffs = [100 * (a[0] - b[0]) for a, b in zip(results[first], results[arm])]
+            mean, low, high = paired_interval(diffs)
+            print(f"{first} - {arm} (searched best, verified): {mean:+.2f} pts [{low:+.2f}, {high:+.2f}] paired "
+                  f"over {len(diffs)} search seeds")
     print(f"{len(cache)} verification units trained; {time.monotonic() - started:.0f}s in all")
 
 
