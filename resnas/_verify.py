@@ -3,7 +3,8 @@ seeds and scored on the dataset's test split, which the search never reads.
 
     networks   the top `top` searched trials (proxy ranking) + the classics (trained in the study, or named)
     units      network x seed, each trained from scratch by `train_candidate`; one verify.csv row per unit,
-               written as it finishes, so a killed run loses at most the unit it was training
+               written as it finishes, so a killed run loses at most the unit it was training; seed by seed,
+               and after seed 0 only the contenders go on (a race: networks far behind get no more seeds)
     summary    mean and spread per network, the searched best against the best classic (paired over seeds,
                Student-t CI: with 3 seeds a bootstrap would be far too narrow), a verdict in words, and the
                proxy's rank fidelity (Kendall tau)
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 # Below this rank correlation the proxy's ranking does not predict the verified one well enough to trust.
 TRUSTED_TAU = 0.5
+# After seed 0, networks more than this many accuracy points below the best get no more seeds: about 3x the
+# spread of a difference between two single trainings at the default recipe (seed spreads of 0.2-0.6 points,
+# results/benchmarks/search_quality-cpu.txt), so a network dropped was very unlikely to end up best.
+DROP_BELOW = 2.0
 
 
 class NetworkKind(str, enum.Enum):
@@ -53,6 +58,9 @@ class Recipe:
     seeds: int
     top: int
     baselines: tuple[str, ...] | None = None  # None: every classic the study trained
+    # After seed 0, only networks within this many points of the best go on (and the best classic and best
+    # searched network); None: every network gets every seed.
+    drop_below: float | None = DROP_BELOW
 
     def __post_init__(self) -> None:
         for name in ("epochs", "train_samples", "batch_size", "seeds", "top"):
@@ -60,6 +68,8 @@ class Recipe:
                 raise ConfigError(f"must be at least 1, got {getattr(self, name)}", field=name)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"must be positive, got {self.lr}", field="lr")
+        if self.drop_below is not None and not (self.drop_below > 0 and math.isfinite(self.drop_below)):
+            raise ConfigError(f"must be positive (accuracy points), got {self.drop_below}", field="drop_below")
         if not 0 < self.width <= 1:
             raise ConfigError(f"must be in (0, 1], got {self.width}", field="width")
 
@@ -76,7 +86,7 @@ def default_recipe(run: Mapping[str, Any], **given: Any) -> Recipe:
     base = dict(epochs=max(3, int(settings.get("epochs", 2)) + 1),
                 train_samples=2 * int(settings.get("train_samples") or 2000),
                 batch_size=int(settings.get("batch_size", 64)), lr=float(settings.get("lr", 0.05)),
-                width=float(run.get("proxy_width", 1.0)), seeds=3, top=3, baselines=None)
+                width=float(run.get("proxy_width", 1.0)), seeds=3, top=3, baselines=None, drop_below=DROP_BELOW)
     base.update({k: v for k, v in given.items() if v is not None})
     if base["baselines"] is not None:
         base["baselines"] = tuple(base["baselines"])
@@ -290,8 +300,9 @@ def summarize(networks: Sequence[Network], units: Sequence[UnitResult]) -> Summa
     by_label: dict[str, dict[int, float]] = {}
     for u in units:
         by_label.setdefault(u.label, {})[u.seed] = u.test_accuracy
+    # Networks dropped from the race (fewer seeds) rank after those that ran every seed.
     scores = sorted((Score(n, by_label[n.label]) for n in networks if n.label in by_label),
-                    key=lambda s: -s.mean)
+                    key=lambda s: (-len(s.accuracies), -s.mean))
     if not scores:
         raise ValueError("summarize needs at least one trained unit")
     searched = next((s for s in scores if s.network.kind is NetworkKind.SEARCHED), None)
@@ -307,6 +318,10 @@ def summarize(networks: Sequence[Network], units: Sequence[UnitResult]) -> Summa
                         "--proxy-width 1) to buy fidelity")
     if tau is None:
         warnings.append(f"proxy fidelity needs 3+ networks the study trained; {len(proxied)} here")
+    dropped = [s.network.label for s in scores if len(s.accuracies) < len(scores[0].accuracies)]
+    if dropped:
+        warnings.append(f"{', '.join(dropped)}: far behind after the first seed, so not trained on the other "
+                        "seeds (their means are of fewer seeds; --drop-below sets how far)")
     return Summary(scores, gain, verdict, tau, warnings)
 
 
@@ -349,6 +364,8 @@ def plan(folder: RunFolder, recipe: Recipe) -> Plan:
     run = folder.read_run()
     fresh = Plan(recipe, choose(folder.read_trials(), recipe, run))
     known = folder.verification().read_plan()
+    if known is not None:  # one begun before the race (network by network) goes on under the given rule
+        known["recipe"] = {"drop_below": recipe.drop_below, **known["recipe"]}
     if known is not None and known["recipe"] != recipe.to_dict():
         diff = ", ".join(f"{k} {v!r} -> {recipe.to_dict()[k]!r}" for k, v in known["recipe"].items()
                          if recipe.to_dict()[k] != v)
@@ -359,23 +376,49 @@ def plan(folder: RunFolder, recipe: Recipe) -> Plan:
     return fresh
 
 
+def contenders(networks: Sequence[Network], units: Sequence[UnitResult], drop_below: float | None) -> list[Network]:
+    """The networks that go on after seed 0: within `drop_below` points of the best seed-0 accuracy, and the
+    best classic and best searched network whatever their distance (the verdict compares those two)."""
+    if drop_below is None:
+        return list(networks)
+    first = {u.label: u.test_accuracy for u in units if u.seed == 0}
+    top = max(first[n.label] for n in networks)
+    keep = {n.label for n in networks if 100 * (top - first[n.label]) <= drop_below}
+    for kind in NetworkKind:
+        of_kind = [n for n in networks if n.kind is kind]
+        if of_kind:
+            keep.add(max(of_kind, key=lambda n: first[n.label]).label)
+    return [n for n in networks if n.label in keep]
+
+
+def remaining(networks: Sequence[Network], units: Sequence[UnitResult], recipe: Recipe) -> list[tuple[Network, int]]:
+    """The units still to train, seed by seed: every network's seed 0 (until those are in, every later seed
+    may still be needed), then the contenders' other seeds."""
+    done = {(u.label, u.seed) for u in units}
+    first = [(n, 0) for n in networks if (n.label, 0) not in done]
+    racing = networks if first else contenders(networks, units, recipe.drop_below)
+    rest = [(n, s) for s in range(1, recipe.seeds) for n in racing if (n.label, s) not in done]
+    return first + rest
+
+
 def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: DataSplits,
            progress: Callable[[UnitResult, int, int], None] | None = None) -> Summary:
-    """Train every unit of the plan not yet in verify.csv, then summarize (and write summary, plot)."""
+    """Train the plan's remaining units (`remaining`), then summarize (and write summary, plot)."""
     the_plan = plan(folder, recipe)
     out = folder.verification()
     out.write_plan({**the_plan.to_dict(), "data": data.description})
     units = _read_units(out)
-    done = {(u.label, u.seed) for u in units}
-    todo = [(n, s) for n in the_plan.networks for s in range(recipe.seeds) if (n.label, s) not in done]
-    for k, (net, seed) in enumerate(todo, 1):
+    k = 0
+    while todo := remaining(the_plan.networks, units, recipe):
+        net, seed = todo[0]
         unit, state = train_unit(net, seed, recipe, data, device)
         if seed == 0:  # what export ships: seed 0's weights, chosen before any score is seen
             out.save_weights(net.label, state)
         units.append(unit)
         out.write_units([u.row() for u in units], UNIT_COLUMNS)
+        k += 1
         if progress is not None:
-            progress(unit, k, len(todo))
+            progress(unit, k, k + len(todo) - 1)
     summary = summarize(the_plan.networks, units)
     out.write_summary(summary.to_dict())
     out.plot(summary)

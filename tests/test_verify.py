@@ -18,9 +18,11 @@ from resnas._verify import (
     Network,
     NetworkKind,
     UnitResult,
+    contenders,
     default_recipe,
     kendall_tau,
     paired_interval,
+    remaining,
     summarize,
 )
 from tests._e2e import SPACE, cli, start
@@ -84,6 +86,38 @@ def test_summary_says_plainly_who_won() -> None:
     assert "one seed cannot tell" in one_seed.verdict and one_seed.gain is None
 
 
+def test_after_seed_0_only_the_contenders_race_on() -> None:
+    s, c = NetworkKind.SEARCHED, NetworkKind.CLASSIC
+    a, b, x, y = _net("resnet20", c, 0.8), _net("resnet32", c, 0.8), _net("#3", s, 0.8), _net("#5", s, 0.8)
+    nets = [a, b, x, y]
+    recipe = default_recipe({"settings": {}, "proxy_width": 0.5})  # 3 seeds, 2 points
+    assert (recipe.seeds, recipe.drop_below) == (3, 2.0)
+    # Until every network has its seed 0, every later seed may still be needed; seed 0s go first.
+    partial = _units("resnet20", c, [0.85]) + _units("resnet32", c, [0.80])
+    todo = [(n.label, seed) for n, seed in remaining(nets, partial, recipe)]
+    assert todo[:2] == [("#3", 0), ("#5", 0)] and len(todo) == 2 + 4 * 2
+    # Seed 0: resnet20 0.85 leads; #3 is 1 point behind (goes on), #5 3 points (dropped), resnet32 5 points
+    # (dropped: resnet20 is the better classic). Then seed by seed.
+    first = partial + _units("#3", s, [0.84]) + _units("#5", s, [0.82])
+    assert contenders(nets, first, 2.0) == [a, x]
+    assert [(n.label, seed) for n, seed in remaining(nets, first, recipe)] == \
+           [("resnet20", 1), ("#3", 1), ("resnet20", 2), ("#3", 2)]
+    # The best of each kind races on however far behind: the verdict compares those two.
+    behind = _units("resnet20", c, [0.90]) + _units("resnet32", c, [0.80]) + _units("#3", s, [0.84]) + \
+        _units("#5", s, [0.82])
+    assert contenders(nets, behind, 2.0) == [a, x]
+    assert contenders(nets, behind, 10.0) == nets and contenders(nets, behind, None) == nets
+    # The summary ranks full-seed networks first and says who was dropped.
+    done = first + _units("resnet20", c, [0.85, 0.84, 0.86])[1:] + _units("#3", s, [0.84, 0.80, 0.81])[1:]
+    summary = summarize(nets, done)
+    assert [x.network.label for x in summary.scores] == ["resnet20", "#3", "#5", "resnet32"]
+    assert "#3 vs resnet20" in summary.verdict  # not #5, whose single seed beats #3's mean
+    assert any(w.startswith("#5, resnet32: far behind after the first seed") for w in summary.warnings)
+    with pytest.raises(resnas.ConfigError, match="must be positive") as e:
+        default_recipe({"settings": {}}, drop_below=0.0)
+    assert e.value.field == "drop_below"
+
+
 def test_default_recipe_buys_fidelity_over_the_proxy() -> None:
     run = {"settings": {"epochs": 2, "train_samples": 2000, "batch_size": 64, "lr": 0.05}, "proxy_width": 0.5}
     r = default_recipe(run)
@@ -131,7 +165,8 @@ def test_the_search_never_reads_the_test_split_and_verify_scores_on_all_of_it(mo
 # A search of a few hundred real images whose classics under 50M FLOPs are resnet20 alone.
 SEARCH = ["search", "--space", SPACE, "--budget", "50M", "--epochs", "1", "--train-samples", "256",
           "--val-samples", "128", "--proxy-width", "0.25", "--trials", "3"]
-VERIFY = ["--top", "2", "--seeds", "2", "--epochs", "1", "--train-samples", "512"]
+# --drop-below 100: every network gets every seed (the race itself is tested above).
+VERIFY = ["--top", "2", "--seeds", "2", "--drop-below", "100", "--epochs", "1", "--train-samples", "512"]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

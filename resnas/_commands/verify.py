@@ -30,7 +30,7 @@ def recipe_from_args(run: dict[str, Any], args: argparse.Namespace | None) -> Re
         return default_recipe(run)
     return default_recipe(run, epochs=args.epochs, train_samples=args.train_samples, batch_size=args.batch_size,
                           lr=args.lr, width=args.width, seeds=args.seeds, top=args.top,
-                          baselines=_baselines(args.baselines))
+                          baselines=_baselines(args.baselines), drop_below=args.drop_below)
 
 
 def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, data_root: str | None = None,
@@ -55,8 +55,10 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
     device = resolve_device(device_name)
     data = load_verification(dataset, root=data_root, test_root=getattr(args, "test_root", None),
                              train_samples=recipe.train_samples, seed=0, resolution=training["resolution"])
-    console.print(f"resnas verify {run_dir}: {len(the_plan.networks)} networks x {recipe.seeds} seeds, trained "
-                  "from scratch")
+    race = "" if recipe.drop_below is None or recipe.seeds < 2 else \
+        f" (after seed 0, only those within {recipe.drop_below:g} points of the best, and the best of each kind)"
+    console.print(f"resnas verify {run_dir}: {len(the_plan.networks)} networks x {recipe.seeds} seeds{race}, "
+                  "trained from scratch")
     labels = [n.label + ("" if n.kind.value == "searched" else " (classic)") for n in the_plan.networks]
     console.print(f"  networks: {', '.join(labels)}")
     console.print(f"  recipe: {recipe.epochs} epochs, {recipe.train_samples} images, batch {recipe.batch_size}, lr "
@@ -113,6 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated zoo classics under the run's budget (default: the classics the study "
                         "trained)")
     p.add_argument("--seeds", type=int, help="trainings per network, seeds 0..N-1 (default 3)")
+    p.add_argument("--drop-below", type=float, metavar="POINTS",
+                   help="after seed 0, networks more than POINTS accuracy points below the best get no more "
+                        "seeds, except the best classic and the best searched network (default 2; 100 keeps all)")
     p.add_argument("--epochs", type=int, help="epochs per training (default: the search's + 1, at least 3)")
     p.add_argument("--train-samples", type=int, help="training images (default: 2x the search's)")
     p.add_argument("--batch-size", type=int, help="default: the search's")
