@@ -28,17 +28,18 @@ from resnas._verify import Network, NetworkKind, Recipe, paired_interval, train_
 
 
 def neighbours() -> dict[str, resnas.Arch]:
-    """The two resnet18 neighbours measured before, by name."""
+    """The neighbours measured, by name: two of resnet18's, and resnet34's gated one."""
     r18 = resnas.zoo.get("resnet18")
     shallow = dataclasses.replace(r18.stages[1], depth=1)
     return {"gated resnet18": dataclasses.replace(r18, shortcut="gated"),
-            "resnet18 stage2 depth 1": dataclasses.replace(r18, stages=(r18.stages[0], shallow, *r18.stages[2:]))}
+            "resnet18 stage2 depth 1": dataclasses.replace(r18, stages=(r18.stages[0], shallow, *r18.stages[2:])),
+            "gated resnet34": dataclasses.replace(resnas.zoo.get("resnet34"), shortcut="gated")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("train_samples", type=int, nargs="?", default=16000)
-    p.add_argument("--networks", nargs="+", default=["resnet18", *neighbours()],
+    p.add_argument("--networks", nargs="+", default=["resnet18", "gated resnet18", "resnet18 stage2 depth 1"],
                    help="zoo names or the neighbour names above; the first is the reference")
     args = p.parse_args()
     known = neighbours()
