@@ -37,11 +37,11 @@ from resnas._verify import Network, NetworkKind, Recipe, paired_interval, train_
 
 
 def search(out: Path, args: argparse.Namespace, arm: str, seed: int) -> list[dict[str, str]]:
-    """One search's trials.csv rows (run as a user would); `arm` is SAMPLER or SAMPLER/LOCAL_MOVES_SHARE."""
-    sampler, _, moves = arm.partition("/")
+    """One search's trials.csv rows (run as a user would); `arm` is SAMPLER[/LOCAL_MOVES_SHARE[/PRUNER]]."""
+    sampler, moves, pruner = (arm.split("/") + ["", ""])[:3]
     cmd = [sys.executable, "-m", "resnas.cli", "search", "--space", args.space, "--budget", args.budget,
            "--trials", str(args.trials), "--sampler", sampler, "--seed", str(seed), "--out", str(out),
-           *(["--local-moves", moves] if moves else [])]
+           *(["--local-moves", moves] if moves else []), *(["--pruner", pruner] if pruner else [])]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"search failed: {done.stderr[-2000:]}")
@@ -69,9 +69,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--search-seeds", default="0,1,2")
     p.add_argument("--arms", default="tpe,random,tpe/0",
-                   help="searches to compare: SAMPLER or SAMPLER/LOCAL_MOVES_SHARE (default share 0.5)")
+                   help="searches to compare: SAMPLER[/LOCAL_MOVES_SHARE[/PRUNER]] (default 0.5, hyperband)")
     p.add_argument("--verify", default="4000x3", help="verification recipe: train images x epochs")
     p.add_argument("--verify-seeds", type=int, default=3)
+    p.add_argument("--baselines", help="comma-separated classics to verify (default: every classic a run trained); "
+                                       "verification is deterministic, so a known best classic can stand alone")
     p.add_argument("--width", type=float, default=0.5)
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -102,13 +104,14 @@ def main() -> None:
             for arm in arms:
                 rows = search(Path(tmp) / f"{arm.replace('/', '-')}-{seed}", args, arm, seed)
                 complete = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: -float(r["val_accuracy"]))
-                classics = {r["name"]: r for r in complete if r["name"]}
+                classics = {r["name"]: r for r in complete
+                            if r["name"] and (not args.baselines or r["name"] in args.baselines.split(","))}
                 searched = next((r for r in complete if not r["name"]), None)
                 scores = {name: verified(Network(name, NetworkKind.CLASSIC, Arch.from_dict(json.loads(r["arch"])),
                                                  int(r["flops"])))
                           for name, r in classics.items()}
                 best_classic = max(scores, key=lambda n: statistics.fmean(scores[n]))
-                line = f"{arm:8s} seed {seed}: "
+                line = f"{arm:14s} seed {seed}: "
                 if searched is None:
                     print(line + "no searched network completed", flush=True)
                     continue
@@ -130,7 +133,7 @@ def main() -> None:
         if rs:
             gains = [100 * (m - c) for m, c, _ in rs]
             beat = sum(g > 0 for g in gains)
-            print(f"{arm:8s}: searched best {statistics.fmean(m for m, _, _ in rs):.4f} verified on average; "
+            print(f"{arm:14s}: searched best {statistics.fmean(m for m, _, _ in rs):.4f} verified on average; "
                   f"gain over the best classic {statistics.fmean(gains):+.2f} pts (per seed "
                   f"{', '.join(f'{g:+.2f}' for g in gains)}); ahead in {beat} of {len(rs)} runs")
     first = arms[0]
