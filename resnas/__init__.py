@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "Cost",
     "DataError",
+    "Move",
     "Network",
     "Order",
     "ResnasError",
@@ -36,6 +37,7 @@ __all__ = [
 # Loaded on first use so that `import resnas` stays light (no optuna, ray or fvcore).
 _LAZY = {
     "SearchSpace": ("resnas._space", "SearchSpace"),
+    "Move": ("resnas._space", "Move"),
     "parse_budget": ("resnas._budget", "parse_budget"),
     "export": ("resnas._export", "export"),
     "load": ("resnas._export", "load"),
