@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # How long a worker may take to settle its trial as interrupted once this process stops early.
 STOP_GRACE_S = 60.0
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
-# Set in a worker process when it is told to stop (SIGTERM); see `_check_stop`.
+# Set when this process is told to stop (Ctrl-C; SIGTERM in a worker); see `_check_stop`.
 _STOP = threading.Event()
 
 
@@ -60,7 +60,7 @@ class LocalBackend:
         core.open(devices[0], faults)
         if len(devices) > 1:
             core.report.note(f"  {len(devices)} workers: {', '.join(map(str, devices))}")
-        with _threads_per_worker(len(devices)):
+        with _threads_per_worker(len(devices)), _ctrl_c_is_remembered():
             threads = _share(len(devices))
             workers = [_spawn(core, str(device), faults, i, threads) for i, device in enumerate(devices[1:], 2)]
             try:
@@ -178,10 +178,27 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _check_stop() -> None:
-    """Raise KeyboardInterrupt if this worker was told to stop: the handler's own raise is lost when the
+    """Raise KeyboardInterrupt if this process was told to stop: the handler's own raise is lost when the
     signal lands in a weakref callback or a finaliser, which Python runs with exceptions ignored."""
     if _STOP.is_set():
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c_is_remembered() -> Iterator[None]:
+    """While the block runs, Ctrl-C also sets the stop flag, so a KeyboardInterrupt lost in a finaliser still
+    stops the search at the next check; left alone where Ctrl-C is not Python's default (a worker, an
+    ignored SIGINT, another thread). The handler and the flag are restored after."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _STOP.clear()
 
 
 def _stop_with_parent() -> None:

@@ -353,13 +353,11 @@ def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
     from resnas._lifecycle import Faults, SearchCore
     from resnas._local import LocalBackend
 
-    class Quiet:
-        def __getattr__(self, name: str) -> object:
-            return lambda *args, **kwargs: None
-
+    # No local moves: the trial after the openings is the sampler's, which proposes over the budget too.
     cfg = SearchConfig(space=SPACE, budget=BUDGET, out=str(tmp_path), sampler="random", epochs=1,  # type: ignore[arg-type]
-                       trials=4, dataset="synthetic", train_samples=64, val_samples=32, proxy_width=0.25)
-    core = SearchCore.prepare(cfg, Quiet())  # type: ignore[arg-type]
+                       trials=4, dataset="synthetic", train_samples=64, val_samples=32, proxy_width=0.25,
+                       local_moves=0.0)
+    core = SearchCore.prepare(cfg, _Quiet())  # type: ignore[arg-type]
     LocalBackend().run(core, Faults())
     states = [r.state.value for r in core.study.records(BUDGET)]
     assert "over_budget" in states and core.study.trained_count() == states.count("complete") + states.count("pruned")
@@ -575,3 +573,26 @@ def test_a_stop_signal_lost_in_a_finaliser_still_stops_the_worker(monkeypatch: p
     assert ref() is None and len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         _local._check_stop()  # what the worker runs before each trial and after each epoch
+
+
+def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import weakref
+
+    from resnas import _local
+
+    class Owner:
+        pass
+
+    lost: list[BaseException] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: lost.append(u.exc_value))
+    with _local._ctrl_c_is_remembered():
+        owner = Owner()
+        # A real SIGINT, handled inside a weakref callback: its KeyboardInterrupt is dropped there.
+        ref = weakref.ref(owner, lambda _: os.kill(os.getpid(), signal.SIGINT))
+        del owner
+        assert ref() is None and len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            _local._check_stop()  # what the search runs before each trial and after each epoch
+    # Nothing left changed: Python's own Ctrl-C handler, and no stop pending for the next search here.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not _local._STOP.is_set()
