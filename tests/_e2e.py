@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +33,22 @@ def command(*args: str, faults: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", *entry, *args]
 
 
+def _as_from_a_shell() -> None:
+    """In the child: Ctrl-C as a shell leaves it, whatever the test process inherited or was left with
+    (an ignored SIGINT is inherited across exec, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str, env: dict[str, str] | None = None, faults: tuple[str, ...] = (),
         timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command(*args, faults=faults), cwd=ROOT, capture_output=True, text=True, check=False,
-                          timeout=timeout, env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env=env or {**os.environ, "OMP_NUM_THREADS": "1"},
+                          preexec_fn=_as_from_a_shell)
 
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(command(*args), cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+                            env=env or {**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=_as_from_a_shell)
 
 
 def rows(out: Path) -> list[dict[str, str]]:

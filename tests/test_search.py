@@ -586,13 +586,18 @@ def test_a_ctrl_c_lost_in_a_finaliser_still_stops_the_search(monkeypatch: pytest
 
     lost: list[BaseException] = []
     monkeypatch.setattr("sys.unraisablehook", lambda u: lost.append(u.exc_value))
-    with _local._ctrl_c_is_remembered():
-        owner = Owner()
-        # A real SIGINT, handled inside a weakref callback: its KeyboardInterrupt is dropped there.
-        ref = weakref.ref(owner, lambda _: os.kill(os.getpid(), signal.SIGINT))
-        del owner
-        assert ref() is None and len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            _local._check_stop()  # what the search runs before each trial and after each epoch
-    # Nothing left changed: Python's own Ctrl-C handler, and no stop pending for the next search here.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not _local._STOP.is_set()
+    # Python's own Ctrl-C handler, as a search started from a shell has (whatever this test process has).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _local._ctrl_c_is_remembered():
+            owner = Owner()
+            # A real SIGINT, handled inside a weakref callback: its KeyboardInterrupt is dropped there.
+            ref = weakref.ref(owner, lambda _: os.kill(os.getpid(), signal.SIGINT))
+            del owner
+            assert ref() is None and len(lost) == 1 and isinstance(lost[0], KeyboardInterrupt)
+            with pytest.raises(KeyboardInterrupt):
+                _local._check_stop()  # what the search runs before each trial and after each epoch
+        # Nothing left changed: Python's own Ctrl-C handler, and no stop pending for the next search here.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not _local._STOP.is_set()
+    finally:
+        signal.signal(signal.SIGINT, before)
