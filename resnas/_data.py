@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from resnas import _cache
+from resnas._contract import InputContract, Resize
 from resnas._errors import ConfigError, DataError
 
 __all__ = ["Augment", "DataSplits", "Dataset", "load_data", "load_verification", "read_idx"]
@@ -78,15 +79,30 @@ class DataSplits:
     # The augmentation that suits these images (natural photos: crops and flips; digits, glyphs: none).
     augment: Augment
     description: str
+    # Output i's name; how raw images of any size were resized to these.
+    class_names: tuple[str, ...] = ()
+    resize: Resize = Resize.STRETCH
+    # `load_verification` only: the test split, scored only for the networks a verification picks.
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         """`augment` given by value ("none", ...) becomes the enum; a bool (the old field) is rejected."""
         object.__setattr__(self, "augment", Augment(self.augment))
+        object.__setattr__(self, "resize", Resize(self.resize))
+        if not self.class_names:
+            object.__setattr__(self, "class_names", tuple(str(i) for i in range(self.num_classes)))
 
     @property
     def resolution(self) -> int:
         """Side length in pixels of the (square) images."""
         return int(self.train_x.shape[-1])
+
+    @property
+    def contract(self) -> InputContract:
+        """What a network trained on these splits expects of a raw image."""
+        return InputContract(resolution=self.resolution, channels=self.in_channels, mean=self.mean, std=self.std,
+                             class_names=self.class_names, resize=self.resize)
 
     def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
         """Pickled with its tensors as numpy arrays, which pickle 5 carries out of band: Ray's object store
@@ -116,6 +132,7 @@ class _Full:
     # Digest of the files the images were read from (paths, sizes, mtimes), or None if not from files:
     # given, a resize to another resolution goes through the on-disk cache.
     fingerprint: str | None = None
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +147,7 @@ class _Folder:
     fingerprint: str
     source: str
     augment: Augment = Augment.RESIZED_CROP_FLIP
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,9 @@ _FASHION_ROOTS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"), *
 _FASHION_SUBDIRS = ("", "FashionMNIST/raw", "fashion-mnist")
 _FASHION_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _FASHION_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# Zalando's names of Fashion-MNIST's labels 0-9 (github.com/zalandoresearch/fashion-mnist).
+_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot")
 _SYNTHETIC_TEST_SIZE = 2000
 _DOWNLOAD_TIMEOUT_S = 30.0
 _SYNTHETIC_SIZE = 6000
@@ -174,6 +195,9 @@ _LOCK = threading.Lock()
 # Decoded uint8 images held at most: 100x the default proxy at 224 px (3000 images, 450 MB) and 100x all
 # of CIFAR at 32 px; more is a typo'd resolution or sample count that would exhaust memory while resizing.
 MAX_IMAGE_BYTES = 2**36
+# Training images `load_verification` holds out, by default, to choose among verified networks: the
+# binomial error of an accuracy near 85% on 5000 images is 0.5 points, paired differences less.
+SELECT_SAMPLES = 5000
 
 
 def load_data(
@@ -235,6 +259,8 @@ def load_data(
         mean=mean,
         std=std,
         augment=full.augment,
+        class_names=full.class_names,
+        resize=_resize_kind(full),
         description=(
             f"{full.source}: {c}x{h}x{w}, {full.num_classes} classes, {n_train} train + {n_val} validation "
             f"images held out of its {n}-image training set (seed {seed})"
@@ -268,13 +294,16 @@ def load_verification(
     root: str | None = None,
     test_root: str | None = None,
     train_samples: int | None = None,
+    select_samples: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     decode: _cache.Decoder | None = None,
 ) -> DataSplits:
-    """Class-balanced train images from the training set and, as the validation split, the whole test set.
+    """Class-balanced train images from the training set; as the validation split, `select_samples` more of
+    the training set (default: up to SELECT_SAMPLES), held out to choose among networks; the whole test set
+    as the test split, scored only for what was chosen.
 
     `cache_dir`, `workers` and `decode` as for `load_data`.
     """
@@ -287,27 +316,41 @@ def load_verification(
         test = _test_dataset(dataset, root, test_root, resolution)
     n = len(full.y)
     n_train = n if train_samples is None else train_samples
-    if not 1 <= n_train <= n:
-        raise ConfigError(f"must be in [1, {n}] ({dataset.value}'s training images), got {n_train}",
-                          field="train_samples")
+    if not 1 <= n_train < n:
+        raise ConfigError(f"must be in [1, {n - 1}] ({dataset.value}'s training images, less one held out to "
+                          f"choose among networks), got {n_train}", field="train_samples")
+    n_select = min(SELECT_SAMPLES, n - n_train) if select_samples is None else select_samples
+    if not 1 <= n_select <= n - n_train:
+        raise ConfigError(f"must be in [1, {n - n_train}] (the training images left after {n_train} to train "
+                          f"on), got {n_select}", field="select_samples")
     if test.num_classes != full.num_classes or _shape(test) != _shape(full):
         raise DataError(f"the test images ({test.source}: {test.num_classes} classes, {_shape(test)}) do "
                         f"not match the training images ({full.num_classes} classes, {_shape(full)}); "
                         "give a test folder with the same classes")
     if isinstance(full, _Full):
-        _check_bytes(n_train + len(test.y), full.x.shape[1], resolution or full.x.shape[-1], "train_samples")
-    train_idx = _balanced_order(full.y, full.num_classes, seed)[:n_train]
-    train_x, (mean, std) = _take(full, train_idx, resolution, 0, store)
+        _check_bytes(n_train + n_select + len(test.y), full.x.shape[1], resolution or full.x.shape[-1],
+                     "train_samples")
+    order = _balanced_order(full.y, full.num_classes, seed)
+    # The first n_train as before the selection split existed, so earlier verifications train the same images.
+    train_idx, select_idx = order[:n_train], order[n_train : n_train + n_select]
+    x, (mean, std) = _take(full, torch.cat([select_idx, train_idx]), resolution, n_select, store)
+    select_x, train_x = x[:n_select], x[n_select:]
     test_x, _ = _take(test, torch.arange(len(test.y)), resolution, 0, store)
     c, h, w = train_x.shape[1:]
     return DataSplits(
-        name=dataset, train_x=train_x, train_y=full.y[train_idx], val_x=test_x, val_y=test.y,
-        train_index=train_idx, val_index=torch.arange(len(test.y)), num_classes=full.num_classes,
-        in_channels=int(c), mean=mean, std=std, augment=full.augment,
+        name=dataset, train_x=train_x, train_y=full.y[train_idx], val_x=select_x, val_y=full.y[select_idx],
+        train_index=train_idx, val_index=select_idx, num_classes=full.num_classes,
+        in_channels=int(c), mean=mean, std=std, augment=full.augment, class_names=full.class_names,
+        resize=_resize_kind(full), test_x=test_x, test_y=test.y,
         description=(f"{full.source}: {c}x{h}x{w}, {full.num_classes} classes, {n_train} train images of its "
-                     f"{n}-image training set (seed {seed}); scored on the {len(test.y)}-image test set "
-                     f"({test.source})"),
+                     f"{n}-image training set (seed {seed}); networks chosen on {n_select} more held out of "
+                     f"it; the chosen ones scored on the {len(test.y)}-image test set ({test.source})"),
     )
+
+
+def _resize_kind(data: _Full | _Folder) -> Resize:
+    """How `data`'s images of any size become square: image folders are cropped, decoded sets stretched."""
+    return Resize.SHORTER_SIDE_CENTER_CROP if isinstance(data, _Folder) else Resize.STRETCH
 
 
 def _test_dataset(dataset: Dataset, root: str | None, test_root: str | None,
@@ -505,7 +548,8 @@ def _read_fashion(images: Path, labels: Path) -> _Full:
         raise DataError(
             f"{images} and {labels} are not Fashion-MNIST's 28x28 images and their labels; re-download them"
         )
-    return _Full(x=x, y=y, num_classes=10, augment=Augment.NONE, source=f"Fashion-MNIST from {images.parent}")
+    return _Full(x=x, y=y, num_classes=10, augment=Augment.NONE, source=f"Fashion-MNIST from {images.parent}",
+                 class_names=_FASHION_CLASSES)
 
 
 @functools.lru_cache(maxsize=4)
@@ -539,7 +583,7 @@ def _read_cifar(dataset: Dataset, root: str | None, train: bool = True) -> _Full
     split = "" if train else " (test)"
     paths = [Path(folder, cls.base_folder, name) for name, _ in (ds.train_list if train else ds.test_list)]
     return _Full(x=x, y=y, num_classes=len(ds.classes), augment=Augment.PAD_CROP_FLIP,
-                 source=f"{cls.__name__}{split} from {folder}",
+                 source=f"{cls.__name__}{split} from {folder}", class_names=tuple(ds.classes),
                  fingerprint=_fingerprint([(p, str(p.absolute())) for p in paths], "the dataset's folder"))
 
 
@@ -574,7 +618,7 @@ def _scan_folder(root: str) -> _Folder:
     return _Folder(
         root=root, paths=tuple(path for path, _ in ds.samples), y=torch.tensor(ds.targets, dtype=torch.long),
         num_classes=len(ds.classes), fingerprint=_fingerprint(files, f"the image folder {root}"),
-        source=f"image folder {root}",
+        source=f"image folder {root}", class_names=tuple(ds.classes),
     )
 
 

@@ -506,6 +506,8 @@ class SearchCore:
             "training_input": {"resolution": data.resolution, "channels": data.in_channels,
                                "classes": data.num_classes},
             "data": data.description,
+            # How raw images became the trials' inputs: an exported trial carries it (preprocess.json).
+            "input_contract": data.contract.to_dict(),
             "proxy_width": self.proxy_width,
             "space_sha256": self.cfg.fingerprint(self._space_text, self.proxy_width)["space_sha256"],
             "fraction_of_space_under_budget": round(self.fraction, 4),

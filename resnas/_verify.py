@@ -406,7 +406,8 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
     """Train the plan's remaining units (`remaining`), then summarize (and write summary, plot)."""
     the_plan = plan(folder, recipe)
     out = folder.verification()
-    out.write_plan({**the_plan.to_dict(), "data": data.description})
+    # `input`: how raw images became the verified networks' inputs; the exported pick carries it.
+    out.write_plan({**the_plan.to_dict(), "data": data.description, "input": data.contract.to_dict()})
     units = _read_units(out)
     k = 0
     while todo := remaining(the_plan.networks, units, recipe):
