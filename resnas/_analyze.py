@@ -66,7 +66,7 @@ class Exclusion(str, enum.Enum):
 
     PRUNED = "pruned"  # stopped early: its accuracy is a lower-epoch number
     CLASSIC = "classic"  # a zoo network queued by the search, not sampled
-    MOVE = "local_move"  # a one-step move of the best trial, not sampled
+    MOVE = "local_move"  # a one-step move of the best trial, or a half-sized classic: chosen, not sampled
     SHORT = "fewer_epochs"  # complete, yet trained for fewer epochs than the run's
     DUPLICATE = "duplicate"  # another trial's result reused
     OVER_BUDGET = "over_budget"  # rejected by the FLOP screen, never trained
@@ -175,7 +175,7 @@ def classify(row: Mapping[str, str], epochs: int) -> Exclusion | None:
         return Exclusion.NOT_TRAINED
     if row.get("name"):
         return Exclusion.CLASSIC
-    if Origin.of(row.get("origin", "")) is Origin.MOVE:
+    if Origin.of(row.get("origin", "")) in (Origin.MOVE, Origin.SCALED):  # chosen, not drawn
         return Exclusion.MOVE
     if int(row.get("epochs") or 0) < epochs:
         return Exclusion.SHORT
@@ -637,8 +637,8 @@ def _warnings(runs: Sequence[Run], budgets: Sequence[BudgetAnalysis]) -> list[st
             out.append(f"budget {b.budget:,}: {ex[Exclusion.CLASSIC.value]} queued classics are not random "
                        "samples: left out of EDFs, effects and importance (shown in the FLOPs plots)")
         if ex.get(Exclusion.MOVE.value):
-            out.append(f"budget {b.budget:,}: {ex[Exclusion.MOVE.value]} local moves (neighbours of the best "
-                       "trial, not random samples) left out of EDFs, effects and importance")
+            out.append(f"budget {b.budget:,}: {ex[Exclusion.MOVE.value]} local moves and half-sized classics "
+                       "(chosen, not random samples) left out of EDFs, effects and importance")
         if ex.get(Exclusion.PRUNED.value):
             out.append(f"budget {b.budget:,}: {ex[Exclusion.PRUNED.value]} pruned trials left out (their "
                        "accuracies are of fewer epochs); a pruner stops weak models, so the sample leans good")

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -413,28 +414,46 @@ class VerifyFolder:
         writer.writerows(rows)
         atomic_write(self.path / self.UNITS, buf.getvalue().encode())
 
-    def weights_path(self, label: str) -> Path:
-        """Seed 0's state dict of network `label` ("#12" is trial_0012)."""
+    def weights_path(self, label: str, seed: int = 0) -> Path:
+        """The state dict of network `label` ("#12" is trial_0012) trained with `seed` (0: the one export ships)."""
         stem = f"trial_{int(label[1:]):04d}" if label.startswith("#") else label
-        return self.path / WEIGHTS_DIR / f"{stem}.pt"
+        return self.path / WEIGHTS_DIR / (f"{stem}.pt" if seed == 0 else f"{stem}.seed{seed}.pt")
 
-    def save_weights(self, label: str, state: Mapping[str, torch.Tensor]) -> None:
-        _save_state(self.weights_path(label), state)
+    def save_weights(self, label: str, state: Mapping[str, torch.Tensor], seed: int = 0) -> None:
+        _save_state(self.weights_path(label, seed), state)
+
+    def read_weights(self, label: str, seed: int = 0) -> dict[str, torch.Tensor]:
+        """A kept state dict; a StorageError naming the file when it is missing or damaged."""
+        import torch
+
+        path = self.weights_path(label, seed)
+        try:
+            state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise StorageError(f"{path} is missing: the test split scores the chosen networks from their kept "
+                               f"weights; move {self.path} away to verify afresh") from None
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+            raise StorageError(f"cannot read {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                               f"the file is damaged; move {self.path} away to verify afresh") from None
+        return state
 
     def plot(self, summary: Summary) -> None:
-        """verify.png: each network's test accuracy per seed and its mean, classics in orange, best first."""
+        """verify.png: each network's selection-split accuracy per seed and its mean, classics in orange, the pick
+        in green, most accurate first."""
         from matplotlib.figure import Figure
 
         scores = summary.scores
         fig = Figure(figsize=(7, 0.9 + 0.45 * len(scores)), dpi=110)
         ax = fig.add_subplot()
         for y, s in enumerate(reversed(scores)):
-            color = "tab:orange" if s.network.kind.value == "classic" else "tab:blue"
+            color = "tab:green" if s is summary.pick else "tab:orange" if s.network.kind.value == "classic" \
+                else "tab:blue"
             ax.scatter(list(s.accuracies.values()), [y] * len(s.accuracies), color=color, alpha=0.6, s=18)
             ax.errorbar([s.mean], [y], xerr=[[s.spread], [s.spread]], fmt="D", color=color, capsize=3)
-        ax.set_yticks(range(len(scores)), [f"{s.network.label} ({s.network.kind.value})" for s in reversed(scores)],
-                      fontsize=8)
-        ax.set_xlabel("test accuracy (dots: seeds; diamond: mean +/- spread)")
+        labels = [f"{s.network.label} ({'pick, ' if s is summary.pick else ''}{s.network.kind.value}, "
+                  f"{s.network.flops / 1e9:.2f} GFLOPs)" for s in reversed(scores)]
+        ax.set_yticks(range(len(scores)), labels, fontsize=8)
+        ax.set_xlabel("selection-split accuracy (dots: seeds; diamond: mean +/- spread)")
         ax.set_title(summary.verdict, fontsize=7, wrap=True)
         ax.grid(alpha=0.3, axis="x")
         fig.tight_layout()

@@ -748,6 +748,29 @@ class SearchSpace:
                     found[moved] = Move(name, value, new, moved, moved_params)
         return list(found.values())
 
+    def scaled(self, arch: Arch, scale: Scale, factor: float) -> Move | None:
+        """`arch` with every width (stem, stage widths, growth rate) or every stage depth at the largest option
+        of its dimension at most `factor` x its value (at least the smallest option); None when nothing changes.
+
+        Uniform scaling on the space's own grid, as EfficientNet and RegNet scale their baselines: the result is
+        a point of the space, so the search can train it. The Move's label says the scale ("width x0.75").
+        """
+        params = self.params(arch)
+        if params is None:
+            raise ValueError(f"{brief(arch)} is not in {self.source}")
+        fields = _SCALED_FIELDS[scale]
+        moved = dict(params)
+        for name, value in params.items():
+            dim = self._dims[name]
+            if self._slots[name].spec.field in fields and dim.domain.count is not None and isinstance(value, int):
+                options = sorted(v for v in dim.domain.options() if isinstance(v, int))
+                below = [v for v in options if v <= factor * value + 1e-9]
+                moved[name] = below[-1] if below else options[0]
+        if moved == params:
+            return None
+        new, new_params = self.sample_params(random.Random(0), fixed=moved)
+        return Move(scale.value, 1.0, factor, new, new_params)
+
     def contains(self, arch: Arch) -> bool:
         """Whether `arch` is in the space: every field allowed, inapplicable ones at their defaults."""
         return self._asked(arch) is not None
@@ -840,6 +863,17 @@ class SearchSpace:
         counted = [(self.flops(arch, count), arch) for arch in archs]
         flops, arch = (min if lowest else max)(counted, key=lambda pair: pair[0])
         return flops, arch, len(counted)
+
+
+class Scale(str, enum.Enum):
+    """What `SearchSpace.scaled` scales uniformly."""
+
+    WIDTH = "width"
+    DEPTH = "depth"
+
+
+# The Arch fields each scale moves (a dense net's width is its growth rate).
+_SCALED_FIELDS = {Scale.WIDTH: ("stem_width", "width", "growth_rate"), Scale.DEPTH: ("depth",)}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class _Key:
     EPOCHS, VAL_ACCURACY, IMAGES_PER_S, TRAIN_SECONDS = "epochs", "val_accuracy", "images_per_s", "train_seconds"
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
     NAME, CLASSIC, DUPLICATE_OF, MOVE, MOVE_OF = "name", "classic", "duplicate_of", "local_move", "move_of"
-    SHORTCUT, ORDER, BLOCK = "shortcut", "order", "block"
+    SHORTCUT, ORDER, BLOCK, SCALED = "shortcut", "order", "block", "scaled_classic"
     SETTINGS, STUDY_ID = "resnas_settings", "resnas_study_id"
 
 
@@ -330,16 +330,18 @@ class Study:
     def openings_started(self) -> set[str] | None:
         """Classics and shortcut kinds queued as openings so far; None when the study began otherwise."""
         trials = self._trials()
-        started = {t.user_attrs.get(k) for t in trials for k in (_Key.CLASSIC, _Key.FIRST_OF_KIND)} - {None}
+        started = {t.user_attrs.get(k) for t in trials
+                   for k in (_Key.CLASSIC, _Key.FIRST_OF_KIND, _Key.SCALED)} - {None}
         return started if started or not trials else None
 
     def queue_is_empty(self, study: optuna.Study | None = None) -> bool:
         return not (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.WAITING,))
 
-    def enqueue_opening(self, params: dict[str, Any], *, classic: str = "", kind: str = "",
+    def enqueue_opening(self, params: dict[str, Any], *, classic: str = "", kind: str = "", scaled: str = "",
                         study: optuna.Study | None = None) -> None:
-        """Queue a classic (by zoo name) or the first architecture of a shortcut kind."""
-        attrs = {_Key.CLASSIC: classic} if classic else {_Key.FIRST_OF_KIND: kind}
+        """Queue a classic (by zoo name, or a scaled one's label), a half-sized classic (by label) or the first
+        architecture of a shortcut kind."""
+        attrs = {_Key.CLASSIC: classic} if classic else {_Key.SCALED: scaled} if scaled else {_Key.FIRST_OF_KIND: kind}
         (study or self.optuna).enqueue_trial(params, user_attrs=attrs)
 
     def enqueue_move(self, params: dict[str, Any], *, of: int, label: str,
@@ -355,15 +357,29 @@ class Study:
                     and _state_of(t) is not TrialState.DUPLICATE for t in trials)
         return moves, picks
 
-    def best_trained(self, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
-        """The complete trial with the highest validation accuracy (fewest FLOPs on a tie): number and arch."""
-        done = [t for t in (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.COMPLETE,))
+    def _complete(self, study: optuna.Study | None) -> list[optuna.trial.FrozenTrial]:
+        """Complete trials with an accuracy and an arch."""
+        return [t for t in (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.COMPLETE,))
                 if _state_of(t) is TrialState.COMPLETE and t.user_attrs.get(_Key.VAL_ACCURACY) is not None
                 and t.user_attrs.get(_Key.ARCH)]
+
+    def best_trained(self, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
+        """The complete trial with the highest validation accuracy (fewest FLOPs on a tie): number and arch."""
+        done = self._complete(study)
         if not done:
             return None
         best = max(done, key=lambda t: (t.user_attrs[_Key.VAL_ACCURACY], -t.user_attrs.get(_Key.FLOPS, 0)))
         return best.number, best.user_attrs[_Key.ARCH]
+
+    def cheapest_near_best(self, near: float, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
+        """The complete trial with the fewest FLOPs among those within `near` (accuracy, 0-1) of the best."""
+        done = self._complete(study)
+        if not done:
+            return None
+        top = max(t.user_attrs[_Key.VAL_ACCURACY] for t in done)
+        close = [t for t in done if t.user_attrs[_Key.VAL_ACCURACY] >= top - near]
+        cheapest = min(close, key=lambda t: (t.user_attrs.get(_Key.FLOPS, 0), -t.user_attrs[_Key.VAL_ACCURACY]))
+        return cheapest.number, cheapest.user_attrs[_Key.ARCH]
 
     def tried(self, study: optuna.Study | None = None) -> set[str]:
         """Every architecture a trial has proposed so far (trained or not), as canonical JSON."""
@@ -410,7 +426,7 @@ def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
         if t.datetime_complete and t.datetime_start else None
     flops = ua.get(_Key.FLOPS)
     return TrialRecord(
-        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY),
+        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME) or ua.get(_Key.CLASSIC, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY),
         flops=flops,
         params=ua.get(_Key.PARAMS), macs=ua.get(_Key.MACS),
         budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
@@ -426,6 +442,8 @@ def _origin(t: optuna.trial.FrozenTrial) -> str:
         return Origin.CLASSIC.value
     if _Key.FIRST_OF_KIND in ua:
         return f"{Origin.FIRST.value} {ua[_Key.FIRST_OF_KIND]}"
+    if _Key.SCALED in ua:
+        return f"{Origin.SCALED.value} {ua[_Key.SCALED]}"
     if _Key.MOVE in ua:
         return f"{Origin.MOVE.value} of #{ua[_Key.MOVE_OF]}: {ua[_Key.MOVE]}"
     if _Key.RETRY_OF in ua:

@@ -25,7 +25,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -535,6 +535,23 @@ def _evaluate(run: _Run, batch: int) -> float:
             logits = run.model(run.prepare(images))
             correct += (logits.argmax(dim=1) == run.val_y[idx]).sum()
     return correct.item() / len(run.val_y)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+             device: torch.device, batch_size: int = 256) -> float:
+    """Top-1 accuracy of `model` in eval mode on uint8 images `x`, normalised with `mean` and `std` as training
+    normalises them, in batches moved to `device` (bf16 autocast on CUDA, as evaluation during training)."""
+    model.to(device).eval()
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    correct = 0
+    cuda = device.type == "cuda"
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        for i in range(0, len(y), batch_size):
+            images = x[i : i + batch_size].to(device, non_blocking=True).float() / 255
+            logits = model((images - m) / s)
+            correct += int((logits.argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
+    return correct / len(y)
 
 
 def _sync(device: torch.device) -> None:

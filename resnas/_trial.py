@@ -8,6 +8,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
+# Proxy accuracies this close to the best (0-1) are not told apart: two single proxy trainings of one network
+# differ by about a point, and the validation split's binomial error is about 1.3 points at 1000 images.
+NEAR_BEST = 0.02
+
+
 class TrialState(str, enum.Enum):
     """resnas's own account of a trial (Optuna's states cannot tell a budget rejection from pruning)."""
 
@@ -33,6 +38,7 @@ class Origin(str, enum.Enum):
 
     CLASSIC = "classic"  # a zoo network queued first
     FIRST = "first"  # the first of a shortcut kind no classic covers
+    SCALED = "scaled"  # the cheapest classic at half its FLOPs ("scaled resnet18@d0.5")
     MOVE = "move"  # a one-step move of the best trial so far
     RETRY = "retry"  # an interrupted trial's architecture, queued again
     SAMPLER = "sampler"
@@ -50,7 +56,7 @@ class TrialRecord:
 
     number: int
     state: TrialState
-    name: str  # the zoo network the arch is (resnet18, ...), else ""
+    name: str  # the zoo network the arch is (resnet18, ...), or the scaled classic a baseline is (resnet18@w0.5)
     val_accuracy: float | None
     flops: int | None
     params: int | None

@@ -78,11 +78,11 @@ def test_search_end_to_end_and_resume(tmp_path: Path, backend: Backend) -> None:
     first_three = sorted(after, key=lambda r: int(r["number"]))[:3]
     assert [resnas.Arch.from_json(r["arch"]).shortcut.value for r in first_three] == ["identity", "gated", "dense"]
     assert all(r["state"] in ("complete", "pruned") for r in first_three)
-    # Then a local move of the best of them (the sampler's turn is next).
+    # Then the cheapest classic at about half its FLOPs (He et al.'s ResNet-20 with a third of its depth).
     fourth = sorted(trained(out), key=lambda r: int(r["number"]))[3]
-    best = max((r for r in first_three if r["state"] == "complete"),
-               key=lambda r: (float(r["val_accuracy"]), -int(r["flops"])))
-    assert fourth["origin"].startswith(f"move of #{best['number']}: ")
+    assert fourth["origin"] == "scaled resnet20@d0.33" and fourth["name"] == ""
+    assert int(fourth["flops"]) <= 0.6 * int(first_three[0]["flops"]) and first_three[0]["name"] == "resnet20"
+    assert [s.depth for s in resnas.Arch.from_json(fourth["arch"]).stages] == [1, 1, 1]
     before = {r["number"]: r for r in table}
     for r in after:
         if r["number"] in before:
@@ -240,8 +240,8 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     space = resnas.SearchSpace.from_dict(raw)
     budget = 20_000_000  # under 1 in 4 identity or gated samples of this space fit
     study = optuna.create_study()
-    first = Openings(Study(study), space, budget, seed=0, with_classics=True)  # no classic fits this budget
-    assert first.classics == []
+    first = Openings(Study(study), space, budget, seed=0, with_classics=False)
+    assert first.classics == [] and first.scaled == []
     assert first.kinds == (kinds if len(kinds) > 1 else [])
     # A trial queued for a retry goes before them.
     study.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"retry_of": 99})
@@ -259,7 +259,32 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
     if len(kinds) > 1:
         resumed = optuna.create_study()
         resumed.enqueue_trial({"shortcut": kinds[0]}, user_attrs={"stratified_start": kinds[0]})
-        assert Openings(Study(resumed), space, budget, seed=0, with_classics=True).kinds == kinds[1:]
+        assert Openings(Study(resumed), space, budget, seed=0, with_classics=False).kinds == kinds[1:]
+
+
+def test_where_no_classic_fits_each_family_s_cheapest_is_scaled_down_to_fit() -> None:
+    from resnas._lifecycle import Openings
+    from resnas._study import Study
+
+    space = resnas.SearchSpace.from_yaml(SPACE)
+    budget = 20_000_000  # ResNet-20, the cheapest classic of cifar_family.yaml, needs 41M FLOPs at 32x32
+    openings = Openings(Study(optuna.create_study()), space, budget, seed=0, with_classics=True)
+    assert openings.scaled == []  # half-sized classics only where a real one fits
+    by_label = {o.classic: o for o in openings._plan if o.classic}
+    assert list(by_label) == openings.classics and "resnet20@d0.33" in by_label
+    for label, opening in by_label.items():
+        name, scale = label.split("@")
+        classic, arch = resnas.zoo.get(name), space.suggest(optuna.trial.FixedTrial(opening.params))
+        assert resnas.count(arch, resolution=32, num_classes=10, in_channels=3).flops <= budget
+        assert arch.shortcut == classic.shortcut and arch.block == classic.block and arch.order == classic.order
+        # Scaled uniformly: every stage's depth by about the factor the label names (widths kept when "d" only).
+        if "w" not in scale:
+            assert [s.width for s in arch.stages] == [s.width for s in classic.stages]
+        share = sum(s.depth for s in arch.stages) / sum(s.depth for s in classic.stages)
+        assert f"d{share:.2g}" in scale or share == 1
+    # ResNet-20 with one block per stage, each of its widths: the largest uniform depth scale under 20M.
+    twenty = space.suggest(optuna.trial.FixedTrial(by_label["resnet20@d0.33"].params))
+    assert [(s.depth, s.width) for s in twenty.stages] == [(1, 16), (1, 32), (1, 64)]
 
 
 def test_a_new_study_trains_the_classics_that_fit_first_then_the_kinds_they_leave_out() -> None:
@@ -331,17 +356,26 @@ def test_local_moves_step_from_the_best_trial_so_far_between_the_samplers_picks(
     trained = [r for r in records if r.state.trained]
     # The openings (one per shortcut kind: no classic is in this space), then moves and picks in turn.
     assert [r.origin.split(" ")[0] for r in trained] == ["first", "first"] + ["move", "sampler"] * 3
-    for r in trained:
-        if not r.origin.startswith("move"):
-            continue
-        # Each moves the best complete trial before it (highest accuracy, then fewest FLOPs) ...
+    moves = [r for r in trained if r.origin.startswith("move")]
+    for k, r in enumerate(moves):
         before = [b for b in trained if b.number < r.number and b.state.value == "complete"]
         best = max(before, key=lambda b: (b.val_accuracy, -b.flops))
+        # Cheapest of those within 2 points of the best (the proxy cannot tell them apart).
+        near = min((b for b in before if b.val_accuracy >= best.val_accuracy - 0.02),
+                   key=lambda b: (b.flops, -b.val_accuracy))
         of, label = r.origin.removeprefix("move of #").split(": ")
-        assert int(of) == best.number
+        base = next(b for b in before if b.number == int(of))
+        # In turn: a move of the best (any direction), then a cheaper move of the cheapest near-best (or of
+        # the best, when nothing cheaper is left to try).
+        if k % 2 == 0:
+            assert base is best
+        else:
+            assert base is near or base is best
+            if base is near:
+                assert r.flops < near.flops
         # ... by one step of the named dimension, nothing else.
         dimension, old, new = label.replace(" -> ", " ").split(" ")
-        a, b = (space.params(resnas.Arch.from_dict(x.arch)) for x in (best, r))
+        a, b = (space.params(resnas.Arch.from_dict(x.arch)) for x in (base, r))
         assert {k for k in a if a[k] != b[k]} == {dimension} and (str(a[dimension]), str(b[dimension])) == (old, new)
     assert len({json.dumps(r.arch, sort_keys=True) for r in trained}) == len(trained)
     # Turned off: only the sampler after the openings.
@@ -353,9 +387,9 @@ def test_constraints_reach_the_sampler(tmp_path: Path) -> None:
     from resnas._lifecycle import Faults, SearchCore
     from resnas._local import LocalBackend
 
-    # No local moves: the trial after the openings is the sampler's, which proposes over the budget too.
+    # No local moves: the trials after the openings (4 here) are the sampler's, which proposes over the budget too.
     cfg = SearchConfig(space=SPACE, budget=BUDGET, out=str(tmp_path), sampler="random", epochs=1,  # type: ignore[arg-type]
-                       trials=4, dataset="synthetic", train_samples=64, val_samples=32, proxy_width=0.25,
+                       trials=7, dataset="synthetic", train_samples=64, val_samples=32, proxy_width=0.25,
                        local_moves=0.0)
     core = SearchCore.prepare(cfg, _Quiet())  # type: ignore[arg-type]
     LocalBackend().run(core, Faults())

@@ -1,5 +1,6 @@
-"""`resnas verify`: statistics against hand-computed values, the test split kept from the search, the CLI end to end
-(files, seeds, verdict), resume after SIGKILL, and export preferring the verified winner."""
+"""`resnas verify`: statistics and the pick against hand-computed values, the selection split held out of every
+training and the test split kept from the search, the CLI end to end (files, seeds, pick, verdict), resume after
+SIGKILL, and export shipping the verified pick."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import resnas
 from resnas._verify import (
     Network,
     NetworkKind,
+    Pick,
     UnitResult,
     contenders,
     default_recipe,
@@ -55,35 +57,72 @@ def test_paired_interval_is_students_t() -> None:
         paired_interval([1.0])
 
 
-def _net(label: str, kind: NetworkKind, proxy: float | None) -> Network:
-    return Network(label, kind, resnas.zoo.get("resnet20"), 41_218_688, None, proxy)
+def _net(label: str, kind: NetworkKind, proxy: float | None, flops: int = 41_218_688) -> Network:
+    return Network(label, kind, resnas.zoo.get("resnet20"), flops, None, proxy)
 
 
 def _units(label: str, kind: NetworkKind, accs: list[float]) -> list[UnitResult]:
     return [UnitResult(label, kind, seed, acc, 1.0, 1000) for seed, acc in enumerate(accs)]
 
 
-def test_summary_says_plainly_who_won() -> None:
+def test_a_network_ahead_on_every_seed_is_the_pick_and_beats_the_classic() -> None:
     s, c = NetworkKind.SEARCHED, NetworkKind.CLASSIC
     nets = [_net("#3", s, 0.80), _net("#5", s, 0.78), _net("resnet20", c, 0.79)]
-    # The searched best leads by 2 points on every seed: beat.
+    # #3 leads resnet20 by exactly 2 points on every seed: the interval is [+2, +2].
     won = summarize(nets, _units("#3", s, [0.85, 0.86, 0.87]) + _units("#5", s, [0.80, 0.80, 0.81]) +
                     _units("resnet20", c, [0.83, 0.84, 0.85]))
     assert [x.network.label for x in won.scores] == ["#3", "resnet20", "#5"]
-    assert won.verdict.startswith("the search beat the classics") and "#3 vs resnet20" in won.verdict
-    assert won.gain is not None and won.gain[0] == pytest.approx(2.0) and won.gain[1] > 0
+    assert won.pick.network.label == "#3" and won.reference is not None and won.reference.network.label == "resnet20"
+    assert won.verdict.startswith("#3 is more accurate than the best classic, resnet20: +2.00 points [+2.00, +2.00]")
+    assert won.gain is not None and won.gain.mean == pytest.approx(2.0) and won.gain.low > 0
+    assert won.classics == ["resnet20: beaten: #3 is +2.00 points [+2.00, +2.00] more accurate, at 1.00x its FLOPs"]
     # Proxy order #3 > resnet20 > #5 is the verified order: tau 1.
     assert won.tau == pytest.approx(1.0) and not won.warnings
-    # Noise either way: no measurable difference; proxy order reversed: tau -1 and a warning.
+    # Proxy order reversed: tau -1 and a warning.
     nets = [_net("#3", s, 0.70), _net("#5", s, 0.80), _net("resnet20", c, 0.75)]
     tied = summarize(nets, _units("#3", s, [0.85, 0.83, 0.86]) + _units("#5", s, [0.80, 0.80, 0.81]) +
                      _units("resnet20", c, [0.84, 0.85, 0.83]))
-    assert tied.verdict.startswith("no measurable difference")
     assert tied.tau == pytest.approx(-1.0) and "Kendall tau -1.00 < 0.5" in tied.warnings[0]
-    lost = summarize(nets[1:], _units("#5", s, [0.80, 0.80, 0.81]) + _units("resnet20", c, [0.84, 0.85, 0.85]))
-    assert lost.verdict.startswith("the search did not beat the classics")
+    # A classic ahead on one seed only: nothing to tell; with one seed each, the more accurate is the pick.
     one_seed = summarize(nets[1:], _units("#5", s, [0.80]) + _units("resnet20", c, [0.84]))
-    assert "one seed cannot tell" in one_seed.verdict and one_seed.gain is None
+    assert one_seed.pick.network.label == "resnet20" and "is the pick" in one_seed.verdict
+    ahead = summarize(nets[1:], _units("#5", s, [0.85]) + _units("resnet20", c, [0.84]))
+    assert "one seed cannot tell" in ahead.verdict and ahead.gain is None
+
+
+def test_the_pick_is_the_cheapest_network_as_accurate_as_the_most_accurate() -> None:
+    s, c = NetworkKind.SEARCHED, NetworkKind.CLASSIC
+    classic = _units("resnet20", c, [0.84, 0.85, 0.86])
+    # Half resnet20's FLOPs, 0, 0.5 and 0.5 points behind: mean -1/3, sample sd 0.2887, t(2 df) 4.303, so the
+    # interval is -0.333 +/- 4.303 * 0.2887 / sqrt(3) = [-1.05, +0.38]: not measurably below, within 0.5.
+    cheap = _units("#7", s, [0.84, 0.845, 0.855])
+    # A quarter of its FLOPs, 2, 0 and 0.5 points behind: mean -0.83 (sd 1.04, interval [-3.42, +1.76]):
+    # not measurably below either, but more than the 0.5-point margin behind on average.
+    cheaper = _units("#8", s, [0.82, 0.85, 0.855])
+    nets = [_net("resnet20", c, None, 40_000_000), _net("#7", s, None, 20_000_000), _net("#8", s, None, 10_000_000)]
+    summary = summarize(nets, classic + cheap + cheaper)
+    assert summary.best.network.label == "resnet20" and summary.pick.network.label == "#7"
+    d7, d8 = summary.vs_best["#7"], summary.vs_best["#8"]
+    assert d7 is not None and (d7.mean, d7.low, d7.high) == pytest.approx((-1 / 3, -1.050, 0.384), abs=1e-3)
+    assert d8 is not None and d8.mean == pytest.approx(-5 / 6) and d8.high > 0
+    assert summary.verdict.startswith("#7 is as accurate as the best classic, resnet20 (-0.33 points [-1.05, +0.38]")
+    assert summary.verdict.endswith("at 0.50x its FLOPs (half or less)")
+    assert summary.classics == ["resnet20: dominated: #7 is as accurate, -0.33 points [-1.05, +0.38], at 0.50x its "
+                                "FLOPs"]
+    assert "cheapest network as accurate as the most accurate, resnet20" in summary.pick_reason
+    # A wider margin admits #8; --pick accurate hands over the most accurate whatever it costs.
+    assert summarize(nets, classic + cheap + cheaper, margin=1.0).pick.network.label == "#8"
+    accurate = summarize(nets, classic + cheap + cheaper, rule=Pick.ACCURATE)
+    assert accurate.pick.network.label == "resnet20" and "is the pick" in accurate.verdict
+    # Measurably below (1 point on every seed) is never as accurate, however cheap.
+    worse = summarize(nets[:2], classic + _units("#7", s, [0.83, 0.84, 0.85]))
+    assert worse.pick.network.label == "resnet20"
+    assert worse.classics == []  # the pick is the only classic
+    d = summarize(nets[:2], classic + _units("#7", s, [0.83, 0.84, 0.85]), margin=5.0)
+    assert d.pick.network.label == "resnet20"  # the interval, not the margin, rules it out
+    payload = summary.to_dict()
+    assert payload["pick"] == "#7" and payload["best"] == "resnet20" and payload["pick_rule"] == "cheapest"
+    assert [n["flops_vs_best"] for n in payload["networks"]] == [1.0, 0.5, 0.25]
 
 
 def test_after_seed_0_only_the_contenders_race_on() -> None:
@@ -111,7 +150,10 @@ def test_after_seed_0_only_the_contenders_race_on() -> None:
     done = first + _units("resnet20", c, [0.85, 0.84, 0.86])[1:] + _units("#3", s, [0.84, 0.80, 0.81])[1:]
     summary = summarize(nets, done)
     assert [x.network.label for x in summary.scores] == ["resnet20", "#3", "#5", "resnet32"]
-    assert "#3 vs resnet20" in summary.verdict  # not #5, whose single seed beats #3's mean
+    # #3 is 1, 4 and 5 points behind: measurably below; #5, whose single seed beats #3's mean, cannot be picked.
+    assert summary.pick.network.label == "resnet20" and "#5" not in summary.verdict
+    assert "resnet32: dropped after seed 0, where resnet20 was +5.00 points ahead, at 1.00x its FLOPs" in \
+        summary.classics
     assert any(w.startswith("#5, resnet32: far behind after the first seed") for w in summary.warnings)
     with pytest.raises(resnas.ConfigError, match="must be positive") as e:
         default_recipe({"settings": {}}, drop_below=0.0)
@@ -121,7 +163,8 @@ def test_after_seed_0_only_the_contenders_race_on() -> None:
 def test_default_recipe_buys_fidelity_over_the_proxy() -> None:
     run = {"settings": {"epochs": 2, "train_samples": 2000, "batch_size": 64, "lr": 0.05}, "proxy_width": 0.5}
     r = default_recipe(run)
-    assert (r.epochs, r.train_samples, r.width, r.seeds, r.top, r.baselines) == (3, 4000, 0.5, 3, 3, None)
+    assert (r.epochs, r.train_samples, r.width, r.seeds, r.top, r.baselines, r.select_samples) == \
+           (3, 4000, 0.5, 3, 3, None, None)
     assert default_recipe({**run, "settings": {**run["settings"], "epochs": 5}}).epochs == 6
     assert default_recipe(run, seeds=5, baselines=["resnet18"]).baselines == ("resnet18",)
     with pytest.raises(resnas.ConfigError, match="at least 1") as e:
@@ -129,11 +172,11 @@ def test_default_recipe_buys_fidelity_over_the_proxy() -> None:
     assert e.value.field == "seeds"
 
 
-# -- the test split ------------------------------------------------------------------------------------
+# -- the splits ----------------------------------------------------------------------------------------
 
 
 @needs_fashion
-def test_the_search_never_reads_the_test_split_and_verify_scores_on_all_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_search_never_reads_the_test_split_and_verify_chooses_on_images_no_training_saw(monkeypatch: pytest.MonkeyPatch) -> None:
     import resnas._data as data_module
     from resnas._config import SearchConfig
     from resnas._data import load_verification, read_idx
@@ -156,7 +199,22 @@ def test_the_search_never_reads_the_test_split_and_verify_scores_on_all_of_it(mo
     verification = load_verification("fashion-mnist", train_samples=1000, resolution=32)
     assert any(name.startswith("t10k-") for name in opened)
     labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").long()
-    assert torch.equal(verification.val_y, labels) and len(verification.train_y) == 1000
+    assert verification.test_y is not None and torch.equal(verification.test_y, labels)
+    assert verification.test_x is not None and verification.test_x.shape == (10_000, 1, 32, 32)
+    # The selection split: 5000 more of the training set, none of them trained on.
+    train_labels = read_idx("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz").long()
+    assert len(verification.train_y) == 1000 and len(verification.val_y) == 5000
+    assert not set(verification.train_index.tolist()) & set(verification.val_index.tolist())
+    assert torch.equal(verification.val_y, train_labels[verification.val_index])
+    # Normalised as training normalises: statistics of the 1000 training images only (resized as they are).
+    import torch.nn.functional as F
+
+    raw = read_idx("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")[verification.train_index]
+    resized = F.interpolate(raw.unsqueeze(1).float(), size=(32, 32), mode="bilinear", antialias=True)
+    pixels = resized.round().clamp(0, 255) / 255
+    assert verification.mean[0] == pytest.approx(pixels.mean().item(), abs=1e-5)
+    assert verification.std[0] == pytest.approx(pixels.std(unbiased=False).item(), abs=1e-5)
+    assert verification.contract.class_names[0] == "T-shirt/top" and verification.contract.resolution == 32
     data_module._read_fashion.cache_clear()
 
 
@@ -201,32 +259,41 @@ def test_verify_end_to_end_then_export_ships_the_verified_winner(searched: Path,
                   key=lambda r: -float(r["val_accuracy"]))[:2]
     expected = {f"#{r['number']}" for r in top2} | {"resnet20"}
     assert {(u["label"], u["seed"]) for u in units} == {(label, str(s)) for label in expected for s in (0, 1)}
-    assert all(0.0 <= float(u["test_accuracy"]) <= 1.0 for u in units)
+    assert all(0.0 <= float(u["select_accuracy"]) <= 1.0 for u in units)
     summary = json.loads((folder / "summary.json").read_text())
     plan = json.loads((folder / "verify.json").read_text())
     assert "10000-image test set" in plan["data"] and plan["recipe"]["seeds"] == 2
-    means = {n["label"]: n["test_accuracy_mean"] for n in summary["networks"]}
+    assert plan["input"]["input_size"] == [1, 32, 32] and plan["input"]["class_names"][9] == "Ankle boot"
+    means = {n["label"]: n["select_accuracy_mean"] for n in summary["networks"]}
     for label in expected:  # the means are the seeds' means
-        accs = [float(u["test_accuracy"]) for u in units if u["label"] == label]
+        accs = [float(u["select_accuracy"]) for u in units if u["label"] == label]
         assert means[label] == pytest.approx(sum(accs) / 2, abs=1e-5)
-    assert summary["winner"] == max(means, key=means.get)
+    assert summary["best"] == max(means, key=means.get)
+    flops = {n["label"]: n["flops"] for n in summary["networks"]}
+    assert flops[summary["pick"]] <= flops[summary["best"]]
+    # Only the chosen networks are scored on the test split, each seed from its kept weights.
+    assert set(summary["test"]) == {summary["pick"], summary["best"], summary["reference"]}
+    assert all(set(t["seeds"]) == {"0", "1"} for t in summary["test"].values())
     assert "verdict: " in done.stdout and summary["verdict"] in " ".join(done.stdout.split())
-    assert "proxy fidelity: Kendall tau" in done.stdout
-    # A rerun has nothing left to train; another recipe is refused in one line.
+    assert "test split (scored only for the pick" in done.stdout
+    # A rerun has nothing left to train; another recipe is refused in one line; another rule only re-summarises.
     again = cli("verify", str(run), *VERIFY)
     assert again.returncode == 0 and "unit 1/" not in again.stdout
     other = cli("verify", str(run), *VERIFY[:-1], "1024")
     assert other.returncode == 2 and "train_samples 512 -> 1024" in other.stderr and "Traceback" not in other.stderr
-    # export (no --top/--trial) ships the winner with its seed-0 weights.
+    accurate = cli("verify", str(run), *VERIFY, "--pick", "accurate")
+    assert accurate.returncode == 0 and "unit 1/" not in accurate.stdout
+    assert json.loads((folder / "summary.json").read_text())["pick"] == summary["best"]
+    cli("verify", str(run), *VERIFY)  # back to the default pick
+    # export (no --top/--trial) ships the pick with its seed-0 weights.
     exported = cli("export", str(run), "--out", str(tmp_path / "export"))
     assert exported.returncode == 0, exported.stderr
-    winner = summary["winner"]
-    name = f"trial_{int(winner[1:]):04d}" if winner.startswith("#") else winner
+    pick = summary["pick"]
+    name = f"trial_{int(pick[1:]):04d}" if pick.startswith("#") else pick
     shipped = torch.load(tmp_path / "export" / name / "weights.pt", weights_only=True)
     kept = torch.load(folder / "weights" / f"{name}.pt", weights_only=True)
-    assert shipped.keys() == kept.keys() and all(torch.equal(shipped[k], kept[k]) for k in kept)
-    card = (tmp_path / "export" / name / "card.md").read_text()
-    assert "| verified | test accuracy" in card and "seed 0's" in card
+    assert all(torch.equal(shipped[k], kept[k]) for k in kept)
+    assert "verified" in (tmp_path / "export" / name / "card.md").read_text()
 
 
 @needs_fashion

@@ -1,4 +1,5 @@
-"""`resnas verify RUN_DIR`: retrain the search's best and the classics from scratch; score them on the test split."""
+"""`resnas verify RUN_DIR`: retrain the search's candidates and the classics from scratch, pick the cheapest as
+accurate as the best on a held-out split, score the chosen on the test split."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from resnas._config import DeviceName
 from resnas._errors import ConfigError, StorageError
+from resnas._verify import MARGIN, Pick
 
 if TYPE_CHECKING:
-    from resnas._verify import Recipe, Summary, UnitResult
+    from resnas._verify import Recipe, Score, Summary, UnitResult
 
 
 def _baselines(text: str | None) -> tuple[str, ...] | None:
@@ -30,7 +32,8 @@ def recipe_from_args(run: dict[str, Any], args: argparse.Namespace | None) -> Re
         return default_recipe(run)
     return default_recipe(run, epochs=args.epochs, train_samples=args.train_samples, batch_size=args.batch_size,
                           lr=args.lr, width=args.width, seeds=args.seeds, top=args.top,
-                          baselines=_baselines(args.baselines), drop_below=args.drop_below)
+                          baselines=_baselines(args.baselines), drop_below=args.drop_below,
+                          select_samples=args.select_samples)
 
 
 def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, data_root: str | None = None,
@@ -53,8 +56,13 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
         raise StorageError(f"{folder.path}/run.json does not say the dataset and training input yet: "
                            "the search has not loaded its data, or an older resnas wrote it; run the search")
     device = resolve_device(device_name)
+    rule = Pick(getattr(args, "pick", None) or Pick.CHEAPEST)
+    margin = MARGIN if getattr(args, "margin", None) is None else args.margin
+    if not margin >= 0:
+        raise ConfigError(f"must be at least 0 accuracy points, got {margin}", field="margin")
     data = load_verification(dataset, root=data_root, test_root=getattr(args, "test_root", None),
-                             train_samples=recipe.train_samples, seed=0, resolution=training["resolution"])
+                             train_samples=recipe.train_samples, select_samples=recipe.select_samples, seed=0,
+                             resolution=training["resolution"])
     race = "" if recipe.drop_below is None or recipe.seeds < 2 else \
         f" (after seed 0, only those within {recipe.drop_below:g} points of the best, and the best of each kind)"
     console.print(f"resnas verify {run_dir}: {len(the_plan.networks)} networks x {recipe.seeds} seeds{race}, "
@@ -67,10 +75,10 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
     started = time.monotonic()
 
     def progress(unit: UnitResult, k: int, n: int) -> None:
-        console.print(f"unit {k}/{n}: {unit.label} seed {unit.seed}: test acc {unit.test_accuracy:.4f} "
+        console.print(f"unit {k}/{n}: {unit.label} seed {unit.seed}: selection acc {unit.select_accuracy:.4f} "
                       f"({unit.train_seconds:.0f}s)")
 
-    summary = verify(folder, recipe, device=device, data=data, progress=progress)
+    summary = verify(folder, recipe, device=device, data=data, rule=rule, margin=margin, progress=progress)
     _print(console, summary, folder.verification().path, time.monotonic() - started)
     return summary
 
@@ -78,22 +86,54 @@ def run_verification(run_dir: str, args: argparse.Namespace | None = None, *, da
 def _print(console: Any, summary: Summary, out: Any, seconds: float) -> None:
     from rich.table import Table
 
-    table = Table(title="verified on the test split (mean +/- spread over seeds)")
-    for col in ("rank", "network", "kind", "test acc", "spread", "seeds", "proxy val acc", "GFLOPs"):
+    table = Table(title="verified on the selection split (training images no network trained on): mean +/- "
+                        "spread over seeds")
+    for col in ("rank", "network", "kind", "sel acc", "spread", "seeds", "vs most accurate (points, 95% CI)",
+                "GFLOPs", "FLOPs vs most accurate", "proxy val acc"):
         table.add_column(col, justify="left" if col in ("network", "kind") else "right")
+    best = summary.best.network.flops
     for i, s in enumerate(summary.scores, 1):
         proxy = s.network.proxy_accuracy
-        table.add_row(str(i), s.network.label, s.network.kind.value, f"{s.mean:.4f}", f"{s.spread:.4f}",
-                      str(len(s.accuracies)), "-" if proxy is None else f"{proxy:.4f}", f"{s.network.flops / 1e9:.2f}")
+        diff = summary.vs_best.get(s.network.label)
+        mark = " (pick)" if s is summary.pick else ""
+        table.add_row(str(i), s.network.label + mark, _kind(s), f"{s.mean:.4f}", f"{s.spread:.4f}",
+                      str(len(s.accuracies)), "-" if diff is None else str(diff).replace(" points", ""),
+                      f"{s.network.flops / 1e9:.2f}", f"{s.network.flops / best:.2f}x",
+                      "-" if proxy is None else f"{proxy:.4f}")
     console.print(table)
+    console.print(f"pick ({summary.rule.value}): {summary.pick_reason}")
     console.print(f"verdict: {summary.verdict}")
+    for line in summary.classics:
+        console.print(f"  {line}")
+    _print_test(console, summary)
     if summary.tau is not None:
         proxied = sum(s.network.proxy_accuracy is not None for s in summary.scores)
         console.print(f"proxy fidelity: Kendall tau {summary.tau:.2f} between the search's validation accuracy "
-                      f"and the verified test accuracy ({proxied} networks)")
+                      f"and the verified accuracy ({proxied} networks)")
     for w in summary.warnings:
         console.print(f"warning: {w}")
     console.print(f"verification in {out}: verify.csv, summary.json, verify.png, weights/; took {seconds:.0f}s")
+
+
+def _kind(score: Score) -> str:
+    """A network's kind, with who proposed a searched one."""
+    origin = score.network.origin
+    return score.network.kind.value + (f": {origin}" if origin and origin not in ("classic", "sampler") else "")
+
+
+def _print_test(console: Any, summary: Summary) -> None:
+    """The test split's accuracies of the chosen networks (only those are scored on it)."""
+    import statistics
+
+    if not summary.test:
+        return
+    parts = [f"{label} {statistics.fmean(acc.values()):.4f}"
+             + (f" +/- {statistics.stdev(acc.values()):.4f}" if len(acc) > 1 else "")
+             for label, acc in summary.test.items()]
+    console.print(f"test split (scored only for the pick, the most accurate and the best classic): {'; '.join(parts)}")
+    if summary.test_gain is not None and summary.reference is not None:
+        console.print(f"  on the test split, {summary.pick.network.label} - {summary.reference.network.label}: "
+                      f"{summary.test_gain} paired over {summary.test_gain.pairs} seeds")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,14 +143,24 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "verify", help="retrain the search's best networks and the classics from scratch; score them on the "
-                       "test split",
-        description="Retrain the top searched networks and the classics of a run with one recipe (more data and "
-                    "epochs than the search's proxy) over several seeds, score them on the dataset's test split "
-                    "(never read by the search), and say whether the search beat the classics. Resumable: "
-                    "rerun the same command.")
+        "verify", help="retrain the search's candidates and the classics from scratch; pick the cheapest as "
+                       "accurate as the best",
+        description="Retrain a run's searched candidates and the classics with one recipe (more data and epochs "
+                    "than the search's proxy) over several seeds, compare them on training images held out of "
+                    "every training, pick the cheapest network as accurate as the most accurate, say how it "
+                    "compares with each classic, and score the chosen networks on the dataset's test split "
+                    "(never read by the search nor used to choose). Resumable: rerun the same command.")
     p.add_argument("run", metavar="RUN_DIR", help="a search's --out folder")
-    p.add_argument("--top", type=int, help="searched networks to verify, best proxy accuracy first (default 3)")
+    p.add_argument("--top", type=int, help="searched networks to verify: the proxy's most accurate, then the cheapest "
+                                          "within 2 points of the best trial (default 3)")
+    p.add_argument("--pick", choices=[r.value for r in Pick],
+                   help="which network to hand over: cheapest (default) = the fewest FLOPs among those not "
+                        "measurably less accurate than the most accurate and at most --margin points below it on "
+                        "average; accurate = the most accurate")
+    p.add_argument("--margin", type=float, metavar="POINTS",
+                   help=f"--pick cheapest: how far below the most accurate, on average, a pick may be (default {MARGIN:g})")
+    p.add_argument("--select-samples", type=int, metavar="N",
+                   help="training images held out to choose among the networks (default 5000, or what is left)")
     p.add_argument("--baselines", metavar="NAMES",
                    help="comma-separated zoo classics under the run's budget (default: the classics the study "
                         "trained)")
