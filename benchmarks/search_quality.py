@@ -1,23 +1,22 @@
-"""Search quality: does the search beat the classics it contains, verified, and does TPE beat random search?
+"""Search quality: what a user takes home, per search seed: the verified pick against the best classic.
 
-Runs `resnas search` in several arms (by default TPE and random sampling, both with the default local moves,
-and TPE without them) at equal trials over several seeds (classics first, as every new study), then verifies as `resnas verify` does: each run's best searched network (proxy top-1 that is
-no classic) and every classic are retrained from scratch with one recipe over the verification seeds and scored
-on the test split. A network trained with the same recipe and seed gives the same result (CPU training is
-deterministic), so each (architecture, seed) unit is trained once and shared by the runs that need it.
+Runs the product as a user would, once per search seed: `resnas search --space S --budget B --seed N --verify`
+(the default job's settings unless flags are passed through), then reads verify/summary.json. The pick is chosen
+on the selection split (training images no training saw); the test split scores only the chosen networks.
 
-Prints, per run: the searched best's verified accuracy against the best classic's with a paired 95% t interval;
-then each arm against the first over the search seeds, and how many trained trials each run needed before a
-searched network's proxy accuracy passed the best classic's.
+Prints, per seed: the pick (and who proposed it), its FLOPs against the best classic's (real or scaled), the
+paired difference on the selection split with its 95% t interval, the same on the test split, and the verdict;
+then how many seeds kept the promise: "not measurably less accurate than the best classic at half its FLOPs or
+less", or "measurably more accurate at no more FLOPs".
 
-    python benchmarks/search_quality.py                        # 4 GFLOPs, resnet_family.yaml, default proxy
-    python benchmarks/search_quality.py --trials 16 --search-seeds 0,1,2 --verify 4000x3 --arms tpe,random
+    python benchmarks/search_quality.py                                    # the default job, seeds 0, 1, 2
+    python benchmarks/search_quality.py --budget 1GFLOPs                   # below every classic: scaled ones
+    python benchmarks/search_quality.py --search-seeds 0 -- --trials 16    # flags after -- go to the search
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -25,40 +24,42 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from resnas._arch import Arch  # noqa: E402
-from resnas._data import load_verification  # noqa: E402
-from resnas._verify import Network, NetworkKind, Recipe, paired_interval, train_unit  # noqa: E402
 
 
-def search(out: Path, args: argparse.Namespace, arm: str, seed: int) -> list[dict[str, str]]:
-    """One search's trials.csv rows (run as a user would); `arm` is SAMPLER[/LOCAL_MOVES_SHARE[/PRUNER]]."""
-    sampler, moves, pruner = (arm.split("/") + ["", ""])[:3]
-    cmd = [sys.executable, "-m", "resnas.cli", "search", "--space", args.space, "--budget", args.budget,
-           "--trials", str(args.trials), "--sampler", sampler, "--seed", str(seed), "--out", str(out),
-           *(["--local-moves", moves] if moves else []), *(["--pruner", pruner] if pruner else [])]
+def run(out: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """One search + verification as a user runs it; verify/summary.json and the trials' origins."""
+    cmd = [sys.executable, "-m", "resnas.cli", "search", "--space", args.space, "--budget", args.budget, "--seed",
+           str(seed), "--verify", "--out", str(out), *args.search_flags]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"search failed: {done.stderr[-2000:]}")
-    with open(out / "trials.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    summary: dict[str, Any] = json.loads((out / "verify" / "summary.json").read_text())
+    return summary
 
 
-def trials_to_beat(rows: list[dict[str, str]]) -> int | None:
-    """Trained trials until a searched one's proxy accuracy passes every classic's (None: never)."""
-    trained = [r for r in sorted(rows, key=lambda r: int(r["number"])) if r["state"] in ("complete", "pruned")]
-    best_classic = max((float(r["val_accuracy"]) for r in trained if r["name"] and r["state"] == "complete"),
-                       default=None)
-    if best_classic is None:
+def _mean(test: dict[str, Any], label: str) -> str:
+    entry = test.get(label)
+    return "-" if entry is None else f"{entry['mean']:.4f} +/- {entry['spread']:.4f}"
+
+
+def _interval(d: dict[str, float] | None) -> str:
+    return "-" if d is None else f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+
+
+def kept_promise(summary: dict[str, Any]) -> str | None:
+    """Which promise the pick kept against the best classic, or None."""
+    gain, nets = summary.get("gain_points"), {n["label"]: n for n in summary["networks"]}
+    pick, ref = summary["pick"], summary.get("reference")
+    if ref is None or gain is None:
         return None
-    for k, r in enumerate(trained, 1):
-        if not r["name"] and r["state"] == "complete" and float(r["val_accuracy"]) > best_classic:
-            return k
+    ratio = nets[pick]["flops"] / nets[ref]["flops"]
+    if gain["ci_high"] >= 0 and ratio <= 0.5:
+        return "as accurate at half the FLOPs or less"
+    if gain["ci_low"] > 0 and ratio <= 1:
+        return "more accurate at no more FLOPs"
     return None
 
 
@@ -66,84 +67,50 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="search_spaces/resnet_family.yaml")
     p.add_argument("--budget", default="4GFLOPs")
-    p.add_argument("--trials", type=int, default=12)
     p.add_argument("--search-seeds", default="0,1,2")
-    p.add_argument("--arms", default="tpe,random,tpe/0",
-                   help="searches to compare: SAMPLER[/LOCAL_MOVES_SHARE[/PRUNER]] (default 0.5, hyperband)")
-    p.add_argument("--verify", default="4000x3", help="verification recipe: train images x epochs")
-    p.add_argument("--verify-seeds", type=int, default=3)
-    p.add_argument("--baselines", help="comma-separated classics to verify (default: every classic a run trained); "
-                                       "verification is deterministic, so a known best classic can stand alone")
-    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("search_flags", nargs="*", help="after --: more `resnas search` flags (default: none)")
     args = p.parse_args()
-    torch.set_num_threads(2)
-    images, epochs = (int(v) for v in args.verify.lower().split("x"))
-    recipe = Recipe(epochs=epochs, train_samples=images, batch_size=64, lr=0.05, width=args.width,
-                    seeds=args.verify_seeds, top=1)
-    data = load_verification("fashion-mnist", train_samples=images, resolution=32)
     seeds = [int(s) for s in args.search_seeds.split(",")]
-    print(f"search: {args.space} under {args.budget}, {args.trials} trials, default proxy; verify: {images} images "
-          f"x {epochs} epochs, width x{args.width}, seeds 0..{args.verify_seeds - 1}, on the 10000-image test split")
-    cache: dict[tuple[str, int], float] = {}
-
-    def verified(net: Network) -> list[float]:
-        accs = []
-        for s in range(args.verify_seeds):
-            key = (json.dumps(net.arch.to_dict(), sort_keys=True), s)
-            if key not in cache:
-                unit, _ = train_unit(net, s, recipe, data, torch.device("cpu"))
-                cache[key] = unit.test_accuracy
-            accs.append(cache[key])
-        return accs
-
-    arms = args.arms.split(",")
-    results: dict[str, list[tuple[float, float, int | None]]] = {arm: [] for arm in arms}
+    print(f"resnas search --space {args.space} --budget {args.budget} --verify {' '.join(args.search_flags)}"
+          f"(default job settings), search seeds {seeds}; picked on the selection split, scored on the test split")
+    kept, ratios, gains, test_gains = 0, [], [], []
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
-            for arm in arms:
-                rows = search(Path(tmp) / f"{arm.replace('/', '-')}-{seed}", args, arm, seed)
-                complete = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: -float(r["val_accuracy"]))
-                classics = {r["name"]: r for r in complete
-                            if r["name"] and (not args.baselines or r["name"] in args.baselines.split(","))}
-                searched = next((r for r in complete if not r["name"]), None)
-                scores = {name: verified(Network(name, NetworkKind.CLASSIC, Arch.from_dict(json.loads(r["arch"])),
-                                                 int(r["flops"])))
-                          for name, r in classics.items()}
-                best_classic = max(scores, key=lambda n: statistics.fmean(scores[n]))
-                line = f"{arm:14s} seed {seed}: "
-                if searched is None:
-                    print(line + "no searched network completed", flush=True)
-                    continue
-                mine = verified(Network(f"#{searched['number']}", NetworkKind.SEARCHED,
-                                        Arch.from_dict(json.loads(searched["arch"])), int(searched["flops"])))
-                diffs = [100 * (a - b) for a, b in zip(mine, scores[best_classic])]
-                mean, low, high = paired_interval(diffs)
-                need = trials_to_beat(rows)
-                results[arm].append((statistics.fmean(mine), statistics.fmean(scores[best_classic]), need))
-                print(line + f"searched best #{searched['number']} ({searched.get('origin') or 'sampler'}, proxy "
-                      f"{float(searched['val_accuracy']):.4f}) "
-                      f"verified {statistics.fmean(mine):.4f} +/- {statistics.stdev(mine):.4f}; best classic "
-                      f"{best_classic} {statistics.fmean(scores[best_classic]):.4f} +/- "
-                      f"{statistics.stdev(scores[best_classic]):.4f}; gain {mean:+.2f} pts [{low:+.2f}, {high:+.2f}]; "
-                      f"trained trials until a searched proxy accuracy passed the best classic's: "
-                      f"{need if need is not None else 'never'}", flush=True)
+            t0 = time.monotonic()
+            s = run(Path(tmp) / f"seed-{seed}", args, seed)
+            nets = {n["label"]: n for n in s["networks"]}
+            pick, ref = nets[s["pick"]], nets.get(s.get("reference") or "")
+            origin = pick.get("origin") or pick["kind"]
+            line = (f"seed {seed}: pick {pick['label']} ({origin}) {pick['flops'] / 1e9:.2f} GFLOPs, selection "
+                    f"{pick['select_accuracy_mean']:.4f} +/- {pick['select_accuracy_spread']:.4f}")
+            if ref is not None and ref is not pick:
+                ratio = pick["flops"] / ref["flops"]
+                ratios.append(ratio)
+                line += (f"; best classic {ref['label']} {ref['flops'] / 1e9:.2f} GFLOPs: FLOPs ratio {ratio:.2f}, "
+                         f"selection {_interval(s['gain_points'])} pts, test {_mean(s['test'], pick['label'])} vs "
+                         f"{_mean(s['test'], ref['label'])}: {_interval(s['test_gain_points'])} pts")
+                if s["gain_points"]:
+                    gains.append(s["gain_points"]["mean"])
+                if s["test_gain_points"]:
+                    test_gains.append(s["test_gain_points"]["mean"])
+            elif ref is not None:
+                ratios.append(1.0)
+                line += f"; the pick is the best classic (test {_mean(s['test'], pick['label'])})"
+            promise = kept_promise(s)
+            kept += promise is not None
+            print(line + f"; promise: {promise or 'not kept'}; {time.monotonic() - t0:.0f}s", flush=True)
+            print(f"  verdict: {s['verdict']}", flush=True)
+            for c in s["classics"]:
+                print(f"    {c}", flush=True)
     print()
-    for arm, rs in results.items():
-        if rs:
-            gains = [100 * (m - c) for m, c, _ in rs]
-            beat = sum(g > 0 for g in gains)
-            print(f"{arm:14s}: searched best {statistics.fmean(m for m, _, _ in rs):.4f} verified on average; "
-                  f"gain over the best classic {statistics.fmean(gains):+.2f} pts (per seed "
-                  f"{', '.join(f'{g:+.2f}' for g in gains)}); ahead in {beat} of {len(rs)} runs")
-    first = arms[0]
-    for arm in arms[1:]:
-        if len(results[first]) == len(results[arm]) >= 2:
-            diffs = [100 * (a[0] - b[0]) for a, b in zip(results[first], results[arm])]
-            mean, low, high = paired_interval(diffs)
-            print(f"{first} - {arm} (searched best, verified): {mean:+.2f} pts [{low:+.2f}, {high:+.2f}] paired "
-                  f"over {len(diffs)} search seeds")
-    print(f"{len(cache)} verification units trained; {time.monotonic() - started:.0f}s in all")
+    if ratios:
+        print(f"FLOPs of the pick / the best classic's: median {statistics.median(ratios):.2f} "
+              f"(per seed {', '.join(f'{r:.2f}' for r in ratios)})")
+    if gains:
+        print(f"pick - best classic, mean over seeds: selection {statistics.fmean(gains):+.2f} pts"
+              + (f", test {statistics.fmean(test_gains):+.2f} pts" if test_gains else ""))
+    print(f"promise kept in {kept} of {len(seeds)} seeds; {time.monotonic() - started:.0f}s in all")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from resnas._arch import Arch
 from resnas._budget import format_flops
 from resnas._errors import ConfigError, StorageError
 from resnas._runfolder import RunFolder, VerifyFolder
-from resnas._trial import NEAR_BEST
+from resnas._trial import NEAR_BEST, Origin
 
 if TYPE_CHECKING:
     import torch
@@ -138,12 +138,18 @@ class Network:
 
 
 def choose(rows: Sequence[Mapping[str, str]], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
-    """Searched trials (`_searched`), then the classics (pruned ones too), each architecture once."""
+    """Searched trials (`_searched`) and the half-sized classics, then the classics (pruned ones too), each
+    architecture once."""
     complete = [r for r in rows if r["state"] == "complete" and r["val_accuracy"]]
     if not complete:
         raise StorageError("the run has no complete trial yet: let the search train some, then verify")
     complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
-    networks = [_from_row(r, NetworkKind.SEARCHED) for r in _searched(complete, recipe.top)]
+    searched = _searched(complete, recipe.top)
+    # The half-sized classics test the product's promise directly: verified whatever the pruner made of them
+    # (its one-epoch accuracies say little, and these are cheap to train).
+    halves = [r for r in rows if Origin.of(r.get("origin", "")) is Origin.SCALED
+              and r["state"] in ("complete", "pruned") and r.get("arch") and r not in searched]
+    networks = [_from_row(r, NetworkKind.SEARCHED) for r in [*searched, *halves]]
     # A classic the pruner stopped early is still a baseline the search must beat.
     classics = [r for r in complete if r.get("name")] + \
         [r for r in rows if r["state"] == "pruned" and r.get("name") and r.get("arch")]

@@ -543,3 +543,30 @@ def test_real_flops_range_brackets_samples_and_zoo(path: Path) -> None:
     for arch in [space.sample(rng) for _ in range(150)] + [zoo.get(n) for n in zoo.names()]:
         if space.contains(arch):
             assert extremes.min_flops <= space.flops(arch) <= extremes.max_flops
+
+
+def test_scaling_a_classic_on_the_grid_gives_torchvision_s_shallower_and_narrower_resnets() -> None:
+    """resnet18 at half depth is torchvision's ResNet(BasicBlock, [1, 1, 1, 1]) and costs what fvcore counts
+    for it (0.49x resnet18); at three quarters of its widths every width drops one grid step."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    from resnas import count
+    from resnas._space import Scale
+    from tests._reference import fvcore_flops
+
+    space = SearchSpace.from_yaml(RESNET_FAMILY)
+    resnet18 = zoo.get("resnet18")
+    half = space.scaled(resnet18, Scale.DEPTH, 0.5)
+    assert half is not None and [s.depth for s in half.arch.stages] == [1, 1, 1, 1]
+    assert [s.width for s in half.arch.stages] == [64, 128, 256, 512] and half.arch.stem_width == 64
+    flops = count(half.arch, resolution=224, num_classes=1000, in_channels=3).flops
+    assert flops == fvcore_flops(ResNet(BasicBlock, [1, 1, 1, 1]), 224)
+    full = count(resnet18, resolution=224, num_classes=1000, in_channels=3).flops
+    assert flops / full == pytest.approx(0.49, abs=0.01)
+    narrow = space.scaled(resnet18, Scale.WIDTH, 0.75)
+    assert narrow is not None and [s.width for s in narrow.arch.stages] == [48, 96, 192, 384]
+    assert narrow.arch.stem_width == 48 and [s.depth for s in narrow.arch.stages] == [2, 2, 2, 2]
+    assert space.params(narrow.arch) == narrow.params  # a point of the space the search can queue
+    # Already at the grid's least width: nothing to scale.
+    least = space.scaled(space.scaled(resnet18, Scale.WIDTH, 0.5).arch, Scale.WIDTH, 0.5)  # type: ignore[union-attr]
+    assert least is None

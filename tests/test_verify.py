@@ -328,7 +328,10 @@ def test_verify_refuses_bad_input_in_one_line(searched: Path, tmp_path: Path) ->
     for flags, words in ((["--seeds", "0"], "--seeds must be at least 1"),
                          (["--width", "2"], "--width must be in (0, 1]"),
                          (["--baselines", "resnet50"], "--baselines resnet50 needs"),
-                         (["--baselines", "nonet"], "unknown zoo network 'nonet'")):
+                         (["--baselines", "nonet"], "unknown zoo network 'nonet'"),
+                         (["--margin", "-1"], "--margin must be at least 0"),
+                         (["--select-samples", "0"], "--select-samples must be at least 1"),
+                         (["--select-samples", "59900"], "--select-samples must be in [1, 56000]")):
         bad = cli("verify", str(searched), *flags)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert not (searched / "verify").exists()  # nothing written by refused runs
@@ -369,3 +372,31 @@ def test_search_with_verify_verifies_the_run_it_made(tmp_path: Path) -> None:
     assert "2000-image test set" in plan["data"]
     assert len(_rows(out / "verify" / "verify.csv")) == 3 * len(plan["networks"])
     assert "verdict: " in done.stdout
+
+
+def test_verify_takes_the_proxy_best_then_the_cheapest_near_it_and_the_half_sized_classics() -> None:
+    from resnas._verify import Recipe, choose
+
+    run = {"settings": {"budget": 100_000_000}}
+    arch = json.dumps(resnas.zoo.get("resnet20").to_dict())
+
+    def row(number: int, acc: str, flops: int, name: str = "", state: str = "complete", origin: str = "") -> dict:
+        return {"number": str(number), "state": state, "name": name, "val_accuracy": acc, "flops": str(flops),
+                "arch": arch, "origin": origin or ("classic" if name else "sampler")}
+
+    rows = [row(0, "0.80", 41_000_000, "resnet20"),
+            row(1, "0.81", 60_000_000),  # the proxy's best
+            row(2, "0.795", 20_000_000),  # 1.5 points behind: near; the cheapest of those
+            row(3, "0.80", 30_000_000),  # near, dearer than #2 but more accurate: on the front
+            row(4, "0.79", 35_000_000),  # near, but dearer than #3 and less accurate: off the front
+            row(5, "0.70", 10_000_000),  # cheapest of all but 11 points behind: not near
+            row(6, "0.40", 14_000_000, state="pruned", origin="scaled resnet20@d0.33")]
+    recipe = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=3)
+    labels = [n.label for n in choose(rows, recipe, run)]
+    assert labels == ["#1", "#2", "#3", "#6", "resnet20"]
+    two = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=2)
+    assert [n.label for n in choose(rows, two, run)] == ["#1", "#2", "#6", "resnet20"]
+    # Beyond the front, the next most accurate fill --top.
+    five = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=5)
+    assert [n.label for n in choose(rows, five, run)] == ["#1", "#2", "#3", "#4", "#5", "#6", "resnet20"]
+    assert next(n for n in choose(rows, recipe, run) if n.label == "#6").origin == "scaled resnet20@d0.33"

@@ -117,7 +117,7 @@ def _print(console: Any, summary: Summary, out: Any, seconds: float) -> None:
 
 def _kind(score: Score) -> str:
     """A network's kind, with who proposed a searched one."""
-    origin = score.network.origin
+    origin = score.network.origin.split(":")[0]  # "move of #0", without the move itself
     return score.network.kind.value + (f": {origin}" if origin and origin not in ("classic", "sampler") else "")
 
 
