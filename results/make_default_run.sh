@@ -26,7 +26,7 @@ Regenerate with \`bash results/make_default_run.sh\`.
 - Software: Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), optuna $(.venv/bin/python -c 'import optuna; print(optuna.__version__)')
 - Wall time: ${wall} s for the whole command (data loading, screening, training, reports)
 - Log: [search.log](search.log); every trial: [trials.csv](trials.csv); plot: [accuracy_vs_flops.png](accuracy_vs_flops.png)
-- Verification (test split): [verify/verify.csv](verify/verify.csv), [verify/summary.json](verify/summary.json), [verify/verify.png](verify/verify.png)
+- Verification (chosen on the selection split, the chosen scored on the test split): [verify/verify.csv](verify/verify.csv), [verify/summary.json](verify/summary.json) (the pick, the verdict, one line per classic, test accuracies), [verify/verify.png](verify/verify.png)
 
 ## Best trial
 

@@ -1,4 +1,5 @@
-"""`resnas export`: model.py against resnas's modules in a fresh interpreter, model.pt2, the card, the CLI."""
+"""`resnas export`: model.py against resnas's modules in a fresh interpreter, model.pt2 and model.onnx, the card,
+the CLI. (The input contract, raw images and the verified pick: tests/test_export_contract.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import onnxruntime
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from torch import nn
 import resnas
 from resnas import _blocks
 from resnas._arch import Arch, Block, Order, Shortcut, Stem, Survival
+from resnas._contract import InputContract
 from resnas._export import export, load, model_source, shared_source
 from resnas._runfolder import RUN_FILE, RunFolder
 from resnas._trial import TrialRecord, TrialState
@@ -110,7 +113,7 @@ def _check_in_fresh_interpreter(cases: list[tuple[str, Arch, int]], root: Path, 
     for i, (name, arch, classes) in enumerate(cases):
         net = _randomised(arch, classes, seed=i)
         folder = export(arch, net.state_dict(), root / name, num_classes=classes, resolution=32, pt2=False,
-                        card={"title": name})
+                        onnx=False, card={"title": name})
         x = torch.randn(batch, 3, 32, 32)
         check = {"x": x}
         with torch.no_grad():
@@ -251,7 +254,8 @@ def test_random_architectures_of_both_spaces(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["no_projection", "all_projections", "stride1_transition"])
 def test_fresh_model_is_initialised_like_resnas(tmp_path: Path, name: str) -> None:
     arch = HANDMADE[name]
-    folder = export(arch, _randomised(arch, 10, 0).state_dict(), tmp_path / name, num_classes=10, pt2=False)
+    folder = export(arch, _randomised(arch, 10, 0).state_dict(), tmp_path / name, num_classes=10, pt2=False,
+                    onnx=False)
     model_cls = type(load(folder))
     torch.manual_seed(1)
     ours = resnas.build(arch, num_classes=10).state_dict()
@@ -261,8 +265,15 @@ def test_fresh_model_is_initialised_like_resnas(tmp_path: Path, name: str) -> No
     assert all(torch.equal(theirs[k], ours[k]) for k in ours)
 
 
-def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], kept: set[int]) -> Path:
-    """A run folder as `resnas search` leaves it (run.json, trials.csv, weights/), without the training."""
+# How the fake run's trials saw their images: CIFAR-like statistics, ten named classes.
+CONTRACT = InputContract(resolution=32, channels=3, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26),
+                         class_names=tuple(f"class {i}" for i in range(10)))
+
+
+def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], kept: set[int],
+              contract: InputContract | None = CONTRACT) -> Path:
+    """A run folder as `resnas search` leaves it (run.json, trials.csv, weights/), without the training; without
+    `contract`, as an older resnas left it."""
     run = root / "run"
     (run / "weights").mkdir(parents=True)
     settings = {"space": "search_spaces/cifar_family.yaml", "budget": 10**8, "dataset": "synthetic",
@@ -271,7 +282,8 @@ def _fake_run(root: Path, archs: dict[int, Arch], complete: dict[int, float], ke
     (run / RUN_FILE).write_text(json.dumps({
         "settings": settings, "proxy_width": 0.5, "data": f"Fashion-MNIST from {root}/data: 3x32x32",
         "deployment_input": {"resolution": 64, "channels": 3, "classes": 10},
-        "training_input": {"resolution": 32, "channels": 3, "classes": 10}}))
+        "training_input": {"resolution": 32, "channels": 3, "classes": 10},
+        **({"input_contract": contract.to_dict()} if contract is not None else {})}))
     records = []
     for number, arch in archs.items():
         trained = arch.narrowed(0.5)
@@ -312,21 +324,29 @@ def test_export_top_trials_of_a_run(run_dir: Path, capsys: pytest.CaptureFixture
         trained = Arch.from_dict(json.loads((folder / "arch.json").read_text()))
         searched = Arch.from_dict(json.loads((folder / "searched_arch.json").read_text()))
         assert searched == RUN_ARCHS[number] and trained == searched.narrowed(0.5)
-        assert sorted(p.name for p in folder.iterdir()) == ["arch.json", "card.md", "model.pt2", "model.py",
-                                                             "searched_arch.json", "weights.pt"]
-        # model.py, weights.pt and model.pt2 are all the trained (narrowed) network.
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "arch.json", "card.md", "model.onnx", "model.pt2", "model.py", "preprocess.json", "searched_arch.json",
+            "weights.pt", "weights.safetensors"]
+        # model.py, the weights, model.pt2 and model.onnx are all the trained (narrowed) network.
         net = resnas.build(trained, num_classes=10).eval()
         weights = RunFolder(run_dir).weights_path(number)
         net.load_state_dict(torch.load(weights, weights_only=True), strict=True)
-        mine = load(folder)
-        assert not mine.training and list(mine.state_dict()) == list(net.state_dict())
+        mine = load(folder, normalized_input=True)
+        # resnas's keys in resnas's order, then the preprocessing's statistics.
+        assert not mine.training and list(mine.state_dict()) == list(net.state_dict()) + ["preprocess.mean",
+                                                                                           "preprocess.std"]
+        raw = load(folder)
         program = torch.export.load(folder / "model.pt2").module()
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
         for batch in (1, 3):  # neither is the batch of 2 it was exported with
             x = torch.randn(batch, 3, 32, 32)
+            images = torch.randint(0, 256, (batch, 3, 40, 29), dtype=torch.uint8)
             with torch.no_grad():
-                want = net(x)
-                assert (program(x) - want).abs().max().item() < 1e-5
-                assert (mine(x) - want).abs().max().item() < 1e-5
+                assert (mine(x) - net(x)).abs().max().item() < 1e-5
+                want = raw(images)
+                assert (program(images) - want).abs().max().item() < 1e-5
+            onnx = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+            assert (onnx - want).abs().max().item() < 1e-4
         for path in folder.iterdir():  # nothing of this machine: not the run's path, not the checkout's
             data = path.read_bytes()
             assert str(run_dir.parent).encode() not in data, path
@@ -341,7 +361,8 @@ def test_export_top_trials_of_a_run(run_dir: Path, capsys: pytest.CaptureFixture
                  "training input 3x32x32", "proxy width 0.5", "weights.pt only fits it",
                  "--out .../run --data-root=.../data", "Fashion-MNIST from .../data",
                  "from model import load; model = load()", 'resnas.load("trial_0002")',
-                 'torch.export.load("trial_0002/model.pt2").module()'):
+                 'torch.export.load("trial_0002/model.pt2").module()', 'ort.InferenceSession("trial_0002/model.onnx")',
+                 "## How to use it on your images", "0 class 0, 1 class 1", 'load_file("weights.safetensors")'):
         assert fact in card, fact
 
 
@@ -355,14 +376,21 @@ def test_export_best_trial_by_default_and_one_trial(run_dir: Path, tmp_path: Pat
 def test_export_untrained_zoo_network(tmp_path: Path) -> None:
     folder = tmp_path / "r18"
     assert main(["export", "--arch", "resnet18", "--out", str(folder), "--resolution", "64"]) == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["arch.json", "card.md", "model.pt2", "model.py"]
+    # No training data, so no input contract: no preprocess.json, and every file takes normalised tensors.
+    assert sorted(p.name for p in folder.iterdir()) == ["arch.json", "card.md", "model.onnx", "model.pt2", "model.py"]
     assert Arch.from_dict(json.loads((folder / "arch.json").read_text())) == resnas.zoo.get("resnet18")
     card = (folder / "card.md").read_text()
     assert "none: an untrained export" in card and "torchvision" in card and "3x64x64, 1000 classes" in card
+    assert "No preprocessing: this network is untrained" in card and "Preprocess" not in card
+    assert "class Preprocess" not in (folder / "model.py").read_text()
     with pytest.raises(FileNotFoundError, match="no weights here"):
         load(folder)
     program = torch.export.load(folder / "model.pt2").module()
-    assert program(torch.randn(3, 3, 64, 64)).shape == (3, 1000)
+    x = torch.randn(3, 3, 64, 64)
+    assert program(x).shape == (3, 1000)
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input" and session.get_inputs()[0].type == "tensor(float)"
+    assert session.run(None, {"input": x.numpy()})[0].shape == (3, 1000)
 
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -390,6 +418,12 @@ def test_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "--classes applies to --arch" in _error(capsys, ["export", str(run_dir), "--classes", "5"])
     unfinished = _fake_run(tmp_path / "unfinished", {0: RUN_ARCHS[0]}, complete={}, kept=set())
     assert "has no complete trial yet" in _error(capsys, ["export", str(unfinished)])
+    # An older resnas recorded no input contract: refused, naming the file and the fix (rerun the search).
+    older = _fake_run(tmp_path / "older", RUN_ARCHS, complete={2: 0.7}, kept={2}, contract=None)
+    line = _error(capsys, ["export", str(older)])
+    assert "run.json does not record how raw images became the networks' inputs" in line
+    assert "rerun the search's command (`resnas search --budget 100M" in line
+    assert not (older / "export").exists()
 
 
 def test_api_errors(tmp_path: Path) -> None:
@@ -400,6 +434,10 @@ def test_api_errors(tmp_path: Path) -> None:
         export(arch, None, tmp_path, num_classes=10, card={"accuracy": 0.5})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="resolution: 16 must be an integer >= 32"):
         export(arch, None, tmp_path, num_classes=10, resolution=16)
+    with pytest.raises(ValueError, match="contract: 3x32x32 images and 10 classes, the export 3x64x64 and 10"):
+        export(arch, None, tmp_path, num_classes=10, resolution=64, contract=CONTRACT)
+    with pytest.raises(ValueError, match="contract: 3x32x32 images and 10 classes, the export 3x32x32 and 5"):
+        export(arch, None, tmp_path, num_classes=5, contract=CONTRACT)
 
 
 def test_model_py_holds_resnas_own_source_of_the_shared_classes() -> None:
@@ -417,6 +455,6 @@ def test_model_py_holds_resnas_own_source_of_the_shared_classes() -> None:
 
 def test_a_title_cannot_break_model_py(tmp_path: Path) -> None:
     title = 'run "x"""\\\n y'
-    folder = export(HANDMADE["no_projection"], None, tmp_path, num_classes=10, pt2=False,
+    folder = export(HANDMADE["no_projection"], None, tmp_path, num_classes=10, pt2=False, onnx=False,
                     card={"title": title})
     assert (folder / "model.py").read_text().startswith('"""run "x' + "'''/ y\n")

@@ -71,7 +71,9 @@ def test_a_second_study_cannot_take_over_a_run_folder(tmp_path: Path) -> None:
     folder = tmp_path / "export" / f"trial_{int(best['number']):04d}"
     kept = torch.load(out / "weights" / f"trial_{int(best['number']):04d}.pt", weights_only=True)
     shipped = torch.load(folder / "weights.pt", weights_only=True)
-    assert kept.keys() == shipped.keys() and all(torch.equal(kept[k], shipped[k]) for k in kept)
+    # The network's keys, then the input contract's statistics (preprocess.mean, preprocess.std).
+    assert set(shipped) == set(kept) | {"preprocess.mean", "preprocess.std"}
+    assert all(torch.equal(kept[k], shipped[k]) for k in kept)
 
 
 def test_a_vanished_or_corrupt_study_is_refused_not_restarted(tmp_path: Path) -> None:

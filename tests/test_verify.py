@@ -289,9 +289,12 @@ def test_verify_end_to_end_then_export_ships_the_verified_winner(searched: Path,
     exported = cli("export", str(run), "--out", str(tmp_path / "export"))
     assert exported.returncode == 0, exported.stderr
     pick = summary["pick"]
-    name = f"trial_{int(pick[1:]):04d}" if pick.startswith("#") else pick
+    from resnas._commands.export import _folder_name
+    from resnas._runfolder import RunFolder
+
+    name = _folder_name(pick)
     shipped = torch.load(tmp_path / "export" / name / "weights.pt", weights_only=True)
-    kept = torch.load(folder / "weights" / f"{name}.pt", weights_only=True)
+    kept = torch.load(RunFolder(run).verification().weights_path(pick), weights_only=True)
     assert all(torch.equal(shipped[k], kept[k]) for k in kept)
     assert "verified" in (tmp_path / "export" / name / "card.md").read_text()
 

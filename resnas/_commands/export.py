@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from resnas._arch import Arch
 from resnas._commands.count import resolve_arch
-from resnas._errors import UserError
+from resnas._contract import InputContract
+from resnas._errors import ConfigError, UserError
 from resnas._runfolder import RunFolder, ensure_writable
 from resnas._trial import TrialState
 
@@ -79,6 +82,28 @@ def _card(run: dict[str, Any], run_dir: Path, row: dict[str, str], searched: Arc
     return {k: v for k, v in card.items() if v not in (None, "")}
 
 
+def _contract(record: Mapping[str, Any], key: str, where: Path, fix: str) -> InputContract:
+    """The input contract under `key` of the JSON file `where`, or a UserError naming the file and `fix`.
+
+    Refused rather than exported without preprocessing: such a network takes normalised tensors where every
+    user feeds images, and scores near chance on them however loud the warning was.
+    """
+    if key not in record:
+        raise UserError(f"{where} does not record how raw images became the networks' inputs (resize, "
+                        f"mean/std, class names; an older resnas wrote it): {fix}, then export again")
+    try:
+        return InputContract.from_dict(record[key])
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise UserError(f"{where}: its {key!r} is damaged ({e}): {fix}, then export again") from None
+
+
+def _search_again(run: Mapping[str, Any]) -> str:
+    """The fix for a run.json without an input contract: the search's own command, rerun."""
+    command = run.get("settings", {}).get("command")
+    shown = f" (`{command}`)" if command else ""
+    return f"rerun the search's command{shown} with this resnas: it records it, training only missing trials"
+
+
 def _load_weights(path: Path) -> dict[str, Any]:
     """A kept state dict, or a UserError naming the damaged file."""
     import torch
@@ -112,6 +137,7 @@ def _export_run(args: argparse.Namespace) -> int:
     if verified is not None and args.top is None and args.trial is None:
         return _export_verified(folder, run, verified, out)
     selected = _select(folder, args.top, args.trial)
+    contract = _contract(run, "input_contract", run_dir / "run.json", _search_again(run))
     ensure_writable(out, "--out")
     for row in selected:
         number = int(row["number"])
@@ -123,43 +149,101 @@ def _export_run(args: argparse.Namespace) -> int:
         state = _load_weights(folder.weights_path(number))
         exported = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
                            in_channels=training["channels"], resolution=training["resolution"],
-                           card=_card(run, run_dir, row, searched))  # type: ignore[arg-type]
+                           card=_card(run, run_dir, row, searched),  # type: ignore[arg-type]
+                           contract=contract)
         print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {exported}")
     if args.top is not None and len(selected) < args.top:
         print(f"only {len(selected)} complete trial(s) have kept weights; exported those")
+    _note_onnx()
     return 0
 
 
+def _note_onnx() -> None:
+    """A note when model.onnx was left out for want of a package."""
+    from resnas._card import ONNX_FILE, ONNX_INSTALL
+    from resnas._export import onnx_missing
+
+    missing = onnx_missing()
+    if missing is not None:
+        print(f"note: no {ONNX_FILE} written: {missing} is not installed ({ONNX_INSTALL} adds it)")
+
+
+def _folder_name(label: str) -> str:
+    """A verified network's folder: trial_0012 for "#12", else the label with what a path should not hold
+    replaced ("resnet18@w0.62" -> "resnet18_w0.62")."""
+    if label.startswith("#") and label[1:].isdigit():
+        return f"trial_{int(label[1:]):04d}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "network"
+    return name
+
+
+def _pick(folder: RunFolder, summary: Mapping[str, Any]) -> dict[str, Any]:
+    """summary.json's entry of the verification's pick, or a UserError naming the fix."""
+    where = folder.verification().path / "summary.json"
+    label = summary.get("pick")
+    entry = next((n for n in summary.get("networks", []) if n.get("label") == label), None)
+    if label is None or entry is None:
+        raise UserError(f"{where} names no pick among its networks (an older resnas wrote it, or it is "
+                        f"damaged): rerun `resnas verify {folder.path}`, then export again; or export a "
+                        "trial with --trial N")
+    return dict(entry)
+
+
+def _test_words(summary: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+    """The pick's accuracy in words: on the test split over seeds, and seed 0's (the weights shipped)."""
+    test = summary.get("test", {}).get(entry["label"])
+    if test is None:  # a dataset without a test split: only the selection split scored it
+        mean, spread = entry.get("select_accuracy_mean", 0.0), entry.get("select_accuracy_spread", 0.0)
+        return (f"no test split scored; selection-split accuracy {mean:.4f} ± {spread:.4f} over "
+                f"{entry.get('seeds', 1)} seeds; these weights are seed 0's")
+    seeds = test["seeds"]
+    return (f"test accuracy {test['mean']:.4f} ± {test['spread']:.4f} over {len(seeds)} "
+            f"seed{'s' * (len(seeds) != 1)}, {float(seeds['0']):.4f} for seed 0, whose weights these are")
+
+
+def _verified_words(summary: Mapping[str, Any], entry: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
+    """The card's 'verified' fact: the pick's accuracy (`_test_words`), the recipe, why it, the verdict."""
+    why = summary.get("pick_reason", "")
+    count = len(summary.get("networks", []))
+    picked = f"the pick of {count} networks retrained" + (f": {why}" if why else "")
+    return (f"{_test_words(summary, entry)} (resnas verify: {recipe.get('train_samples')} images, "
+            f"{recipe.get('epochs')} epochs); {picked}. {summary.get('verdict', '')}").strip()
+
+
 def _export_verified(folder: RunFolder, run: dict[str, Any], summary: dict[str, Any], out: Path) -> int:
-    """The verified winner (best mean test accuracy), with the weights of its seed-0 training."""
+    """The verification's pick (summary.json's "pick"), with the weights of its seed-0 training and the input
+    contract of the verification's training data (verify.json's "input")."""
     from resnas._export import export
 
-    best = summary["networks"][0]
-    plan = folder.verification().read_plan() or {}
-    width = float(plan.get("recipe", {}).get("width", run.get("proxy_width", 1.0)))
-    searched = Arch.from_dict(best["arch"])
-    label = best["label"]
-    state = _load_weights(folder.verification().weights_path(label))
-    training = run["training_input"]
+    entry = _pick(folder, summary)
+    verification = folder.verification()
+    plan = verification.read_plan() or {}
+    contract = _contract(plan, "input", verification.path / "verify.json",
+                         f"rerun `resnas verify {folder.path}` (same flags) with this resnas: it records it, "
+                         "retraining nothing finished")
     recipe = plan.get("recipe", {})
+    width = float(recipe.get("width", run.get("proxy_width", 1.0)))
+    searched = Arch.from_dict(entry["arch"])
+    label = entry["label"]
+    state = _load_weights(verification.weights_path(label))
+    name = f"Trial {label[1:]}" if label.startswith("#") else label
     card = {
-        "title": f"{'Trial ' + label[1:] if label.startswith('#') else label} of run {folder.path.resolve().name}, "
-                 "verified",
-        "verified": (f"test accuracy {best['test_accuracy_mean']:.4f} ± {best['test_accuracy_spread']:.4f} over "
-                     f"{best['seeds']} seeds (resnas verify: {recipe.get('train_samples')} images, "
-                     f"{recipe.get('epochs')} epochs); the best of {len(summary['networks'])} networks retrained; "
-                     f"these weights are seed 0's. {summary['verdict']}"),
-        "data": plan.get("data"), "deployment_input": run.get("deployment_input"), "training_input": training,
-        "proxy_width": width, "searched_arch": searched, "dataset": run.get("settings", {}).get("dataset"),
+        "title": f"{name} of run {folder.path.resolve().name}, verified",
+        "verified": _verified_words(summary, entry, recipe),
+        "data": plan.get("data"), "deployment_input": run.get("deployment_input"),
+        "training_input": run["training_input"], "proxy_width": width, "searched_arch": searched,
+        "dataset": run.get("settings", {}).get("dataset"), "trial": entry.get("trial"),
     }
-    if best.get("trial") is not None:
-        card["trial"] = best["trial"]
-    name = f"trial_{int(label[1:]):04d}" if label.startswith("#") else label
     ensure_writable(out, "--out")
-    exported = export(searched.narrowed(width), state, out / name, num_classes=training["classes"],
-                      in_channels=training["channels"], resolution=training["resolution"],
+    exported = export(searched.narrowed(width), state, out / _folder_name(label),
+                      num_classes=contract.num_classes, in_channels=contract.channels,
+                      resolution=contract.resolution, contract=contract,
                       card={k: v for k, v in card.items() if v is not None})  # type: ignore[arg-type]
-    print(f"{label} (verified winner): test acc {best['test_accuracy_mean']:.4f} -> {exported}")
+    test = summary.get("test", {}).get(label)
+    score = "no test split" if test is None else \
+        f"test acc {test['mean']:.4f} (seed 0, these weights: {float(test['seeds']['0']):.4f})"
+    print(f"{label} (verified pick): {score} -> {exported}")
+    _note_onnx()
     return 0
 
 
@@ -187,7 +271,9 @@ def _export_arch(args: argparse.Namespace) -> int:
         card = {"title": "An untrained network from an arch JSON"}
     folder = export(arch, None, out, num_classes=classes, in_channels=in_channels, resolution=resolution,
                     card=card)  # type: ignore[arg-type]
-    print(f"untrained {args.arch if entry else 'network'} -> {folder}")
+    print(f"untrained {args.arch if entry else 'network'} -> {folder} (takes normalised tensors: no "
+          "training data says how to preprocess images)")
+    _note_onnx()
     return 0
 
 
@@ -204,12 +290,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="write networks as standalone folders (model.py, weights, model.pt2, card)",
+        "export", help="write networks as standalone folders (model.py, weights, model.pt2, model.onnx, "
+                       "card)",
         description="Write trained networks of a search run (or an untrained --arch) as folders that need "
-                    "only PyTorch: model.py, weights.pt, arch.json, model.pt2 (torch.export) and card.md.")
+                    "only PyTorch: model.py, weights.pt and weights.safetensors, arch.json, preprocess.json, "
+                    "model.pt2 (torch.export), model.onnx (with resnas[onnx]) and card.md. A trained network "
+                    "takes raw images and resizes and normalises them as its training did.")
     p.add_argument("run", nargs="?", metavar="RUN_DIR", help="a search's --out folder")
     p.add_argument("--top", type=int, metavar="K",
-                   help="the K best complete trials with kept weights (default: the verified winner when "
+                   help="the K best complete trials with kept weights (default: the verification's pick when "
                         "`resnas verify` has run, else the best trial)")
     p.add_argument("--trial", type=int, metavar="N", help="trial number N")
     p.add_argument("--arch", metavar="NAME_OR_ARCH_JSON",
@@ -220,6 +309,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--arch: classifier outputs (default: the zoo entry's, else 1000)")
     p.add_argument("--in-channels", type=int, help="--arch: input channels (default 3)")
     p.add_argument("--resolution", type=int,
-                   help="--arch: input size of model.pt2 and the card's costs (default: the zoo entry's, "
-                        "else 224)")
+                   help="--arch: input size of model.pt2, model.onnx and the card's costs (default: the zoo "
+                        "entry's, else 224)")
     p.set_defaults(func=_run)
