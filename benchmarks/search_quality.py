@@ -68,17 +68,19 @@ def main() -> None:
     p.add_argument("--space", default="search_spaces/resnet_family.yaml")
     p.add_argument("--budget", default="4GFLOPs")
     p.add_argument("--search-seeds", default="0,1,2")
+    p.add_argument("--keep", metavar="DIR", help="write the run folders to DIR/seed-N (default: a temporary folder)")
     p.add_argument("search_flags", nargs="*", help="after --: more `resnas search` flags (default: none)")
     args = p.parse_args()
     seeds = [int(s) for s in args.search_seeds.split(",")]
-    print(f"resnas search --space {args.space} --budget {args.budget} --verify {' '.join(args.search_flags)}"
-          f"(default job settings), search seeds {seeds}; picked on the selection split, scored on the test split")
+    extra = "".join(f" {f}" for f in args.search_flags) or " (the default job's other settings)"
+    print(f"resnas search --space {args.space} --budget {args.budget} --verify --seed N{extra}, N in {seeds}; "
+          "picked on the selection split, the chosen scored on the test split")
     kept, ratios, gains, test_gains = 0, [], [], []
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             t0 = time.monotonic()
-            s = run(Path(tmp) / f"seed-{seed}", args, seed)
+            s = run(Path(args.keep or tmp) / f"seed-{seed}", args, seed)
             nets = {n["label"]: n for n in s["networks"]}
             pick, ref = nets[s["pick"]], nets.get(s.get("reference") or "")
             origin = pick.get("origin") or pick["kind"]
