@@ -323,7 +323,7 @@ def test_cli_end_to_end_on_fashion_mnist(tmp_path: Path) -> None:
     (budget,) = data["budgets"]
     assert "9 models (left out" in analysed.stdout and budget["summary"][:60] in analysed.stdout
     assert budget["models"] == 9 and len(data["used"]) == 9
-    assert "1 local moves (neighbours of the best trial, not random samples) left out" in analysed.stdout
+    assert "1 local moves and half-sized classics (chosen, not random samples) left out" in analysed.stdout
     assert any(d["name"] == "shortcut" for d in budget["dimensions"])
     refined = SearchSpace.from_yaml(tmp_path / "a" / "refined_space.yaml")
     before = {d.name: set(d.domain.options()) for d in SearchSpace.from_yaml(space).dimensions()

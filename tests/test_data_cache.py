@@ -389,11 +389,14 @@ def test_cifar_at_another_resolution_is_resized_once_into_the_cache(
     assert len(resized) == 160 and len(_entries(cache)) == 2
     assert torch.equal(native.train_x, _cifar_reference(cifar, native.train_index, 32))
 
-    # `resnas verify`'s splits: the training images and the test set, each an entry of its own.
+    # `resnas verify`'s splits: the training images with the selection split (the other 70 of the 100
+    # training images), and the test set, each an entry of its own.
     verify = load_verification("cifar10", root=str(cifar), train_samples=30, resolution=48, cache_dir=cache,
                                workers=1)
-    assert len(_entries(cache)) == 4 and len(resized) == 160 + 30 + 20
-    assert torch.equal(verify.val_x, _cifar_reference(cifar, torch.arange(20), 48, train=False))
+    assert len(_entries(cache)) == 4 and len(resized) == 160 + 30 + 70 + 20
+    assert verify.test_x is not None and len(verify.val_y) == 70
+    assert torch.equal(verify.test_x, _cifar_reference(cifar, torch.arange(20), 48, train=False))
+    assert torch.equal(verify.val_x, _cifar_reference(cifar, verify.val_index, 48))
     assert torch.equal(verify.train_x, _cifar_reference(cifar, verify.train_index, 48))
 
 

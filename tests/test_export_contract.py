@@ -264,7 +264,7 @@ def test_an_older_verification_is_refused_naming_the_fix(tmp_path: Path, capsys:
     _fake_verification(run, {k: v for k, v in PLAN.items() if k != "input"}, _summary())
     line = _error(capsys, ["export", str(run)])
     assert "verify.json does not record how raw images became the networks' inputs" in line
-    assert f"rerun `resnas verify {run}` (same flags) with this resnas: it records it" in line
+    assert f"verify again with this resnas (move {run / 'verify'} away, then `resnas verify {run}`)" in line
     (run / "verify" / "summary.json").write_text(json.dumps({**_summary(), "pick": None}))
     line = _error(capsys, ["export", str(run)])
     assert "summary.json names no pick among its networks" in line and "rerun `resnas verify" in line

@@ -334,7 +334,7 @@ def test_verify_refuses_bad_input_in_one_line(searched: Path, tmp_path: Path) ->
                          (["--baselines", "nonet"], "unknown zoo network 'nonet'"),
                          (["--margin", "-1"], "--margin must be at least 0"),
                          (["--select-samples", "0"], "--select-samples must be at least 1"),
-                         (["--select-samples", "59900"], "--select-samples must be in [1, 56000]")):
+                         (["--select-samples", "59900"], "--select-samples must be in [1, 59488]")):
         bad = cli("verify", str(searched), *flags)
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert not (searched / "verify").exists()  # nothing written by refused runs

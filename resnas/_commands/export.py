@@ -219,8 +219,8 @@ def _export_verified(folder: RunFolder, run: dict[str, Any], summary: dict[str, 
     verification = folder.verification()
     plan = verification.read_plan() or {}
     contract = _contract(plan, "input", verification.path / "verify.json",
-                         f"rerun `resnas verify {folder.path}` (same flags) with this resnas: it records it, "
-                         "retraining nothing finished")
+                         f"verify again with this resnas (move {verification.path} away, then `resnas verify "
+                         f"{folder.path}`): it records it")
     recipe = plan.get("recipe", {})
     width = float(recipe.get("width", run.get("proxy_width", 1.0)))
     searched = Arch.from_dict(entry["arch"])
