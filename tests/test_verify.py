@@ -201,9 +201,9 @@ def test_the_search_never_reads_the_test_split_and_verify_chooses_on_images_no_t
     labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").long()
     assert verification.test_y is not None and torch.equal(verification.test_y, labels)
     assert verification.test_x is not None and verification.test_x.shape == (10_000, 1, 32, 32)
-    # The selection split: 5000 more of the training set, none of them trained on.
+    # The selection split: 10000 more of the training set, none of them trained on.
     train_labels = read_idx("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz").long()
-    assert len(verification.train_y) == 1000 and len(verification.val_y) == 5000
+    assert len(verification.train_y) == 1000 and len(verification.val_y) == 10_000
     assert not set(verification.train_index.tolist()) & set(verification.val_index.tolist())
     assert torch.equal(verification.val_y, train_labels[verification.val_index])
     # Normalised as training normalises: statistics of the 1000 training images only (resized as they are).

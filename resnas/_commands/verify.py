@@ -160,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, metavar="POINTS",
                    help=f"--pick cheapest: how far below the most accurate, on average, a pick may be (default {MARGIN:g})")
     p.add_argument("--select-samples", type=int, metavar="N",
-                   help="training images held out to choose among the networks (default 5000, or what is left)")
+                   help="training images held out to choose among the networks (default 10000, or what is left)")
     p.add_argument("--baselines", metavar="NAMES",
                    help="comma-separated zoo classics under the run's budget (default: the classics the study "
                         "trained)")
