@@ -339,7 +339,7 @@ class LocalMoves:
 
     Why: at a small budget the best classic is hard to beat, its neighbours verify within a point of it where
     the sampler's picks land 1-2 points below (results/benchmarks/classic_neighbours-cpu.txt), and with moves
-    a short search's best verified 0.72 points higher on average (search_quality-cpu.txt); the sampler's
+    (before the shrinking ones) a 12-trial search's best verified 0.72 points higher on average; the sampler's
     turns keep exploring. Shrinking moves walk down the FLOPs of networks as good as the best.
     """
 

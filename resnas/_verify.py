@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 TRUSTED_TAU = 0.5
 # After seed 0, networks more than this many accuracy points below the best get no more seeds: about 3x the
 # spread of a difference between two single trainings at the default recipe (seed spreads of 0.2-0.6 points,
-# results/benchmarks/search_quality-cpu.txt), so a network dropped was very unlikely to end up best.
+# results/benchmarks/classic_neighbours-cpu.txt), so a network dropped was very unlikely to end up best.
 DROP_BELOW = 2.0
 # The pick may be at most this many points below the most accurate network on average (and not measurably
 # below it): with 3 seeds a 95% interval spans about +/-1 point, so the interval alone would accept networks
