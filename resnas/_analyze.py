@@ -588,14 +588,18 @@ class Analysis:
         return cols, [(k, [v.get(c, "-") for c in cols]) for k, v in rows.items()]
 
     def verified(self) -> list[dict[str, Any]]:
-        """Each verified run's test accuracies, as `resnas verify` summarised them."""
+        """Each verified run's accuracies as `resnas verify` summarised them: on the selection split for every
+        network, on the test split for those it chose (None for the others), and its pick."""
         out = []
         for run in self.runs:
             if run.verified:
-                nets = [{k: n.get(k) for k in ("label", "kind", "flops", "proxy_accuracy", "test_accuracy_mean",
-                                                "test_accuracy_spread", "seeds")}
+                test = run.verified.get("test") or {}
+                nets = [{**{k: n.get(k) for k in ("label", "kind", "flops", "proxy_accuracy", "select_accuracy_mean",
+                                                   "select_accuracy_spread", "seeds")},
+                         "test_accuracy_mean": (test.get(n.get("label")) or {}).get("mean")}
                         for n in run.verified.get("networks", [])]
-                out.append({"run": str(run.path), "verdict": run.verified.get("verdict"), "networks": nets})
+                out.append({"run": str(run.path), "verdict": run.verified.get("verdict"),
+                            "pick": run.verified.get("pick"), "networks": nets})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -847,10 +851,11 @@ def render_html(analysis: Analysis, out: Path) -> str:
                                          [_level_row(b, lv) for lv in d.levels]))
         parts.append(_img(out / f"edf_{_safe(name)}.png"))
     for v in analysis.verified():
-        parts += [f"<h2>verified on the test split: {e(v['run'])}</h2><p>{e(str(v['verdict']))}</p>",
-                  _html_table(["network", "kind", "test acc", "spread", "seeds"],
-                              [[n["label"], n["kind"], n["test_accuracy_mean"], n["test_accuracy_spread"],
-                                n["seeds"]] for n in v["networks"]])]
+        parts += [f"<h2>verified: {e(v['run'])}</h2><p>pick: {e(str(v['pick']))}. {e(str(v['verdict']))}</p>",
+                  _html_table(["network", "kind", "selection acc", "spread", "seeds", "test acc (chosen only)"],
+                              [[n["label"], n["kind"], n["select_accuracy_mean"], n["select_accuracy_spread"],
+                                n["seeds"], "-" if n["test_accuracy_mean"] is None else n["test_accuracy_mean"]]
+                               for n in v["networks"]])]
     return "".join(parts) + "</body></html>\n"
 
 

@@ -360,3 +360,19 @@ dropout: [0.0, 0.1]
 survival: [none, linear]
 survival_prob: {min: 0.5, max: 1.0}
 """
+
+
+def test_a_verified_run_shows_its_pick_and_the_test_accuracy_of_the_chosen_only() -> None:
+    from resnas._analyze import Analysis, Run
+
+    summary = json.loads((ROOT / "results" / "default-cpu" / "verify" / "summary.json").read_text())
+    run = Run(Path("r"), {"budget": 4_000_000_000}, [], None, summary)
+    (verified,) = Analysis([run], [], [], 0, 0).verified()
+    assert verified["pick"] == summary["pick"] and verified["verdict"] == summary["verdict"]
+    by_label = {n["label"]: n for n in verified["networks"]}
+    assert set(by_label) == {n["label"] for n in summary["networks"]}
+    for label, n in by_label.items():
+        entry = next(x for x in summary["networks"] if x["label"] == label)
+        assert n["select_accuracy_mean"] == entry["select_accuracy_mean"]
+        # The test split scored only the networks the verification chose.
+        assert n["test_accuracy_mean"] == (summary["test"][label]["mean"] if label in summary["test"] else None)

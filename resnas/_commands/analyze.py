@@ -55,10 +55,11 @@ def print_summary(analysis: Analysis, out: Path, files: int, refined: Path | Non
         console.print(f"  {b.top_sentence()}")
     _table(console, analysis)
     for v in analysis.verified():
-        console.print(f"\nverified on the test split ({v['run']}): {v['verdict']}")
+        console.print(f"\nverified ({v['run']}): pick {v['pick']}; {v['verdict']}")
         for n in v["networks"]:
-            console.print(f"  {n['label']} ({n['kind']}): test acc {_num(n['test_accuracy_mean'])} +/- "
-                          f"{_num(n['test_accuracy_spread'])} over {n['seeds']} seeds")
+            test = "" if n["test_accuracy_mean"] is None else f", test acc {_num(n['test_accuracy_mean'])}"
+            console.print(f"  {n['label']} ({n['kind']}): selection acc {_num(n['select_accuracy_mean'])} +/- "
+                          f"{_num(n['select_accuracy_spread'])} over {n['seeds']} seeds{test}")
     console.print(f"\nanalysis in {out}: analysis.json, index.html and {files - 2} PNGs"
                   + (f"; refined space: {refined}" if refined else ""))
 

@@ -267,11 +267,12 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
                    help="do not train the zoo networks that the space contains under the budget first (resnet18, "
                         "densenet121, ...: the baselines the search must beat)")
     p.add_argument("--local-moves", type=float, default=0.5, metavar="SHARE",
-                   help="after the classics, this share of the trials are one-step moves of the best trial so "
-                        "far (a stage one block deeper, another shortcut ...), between the sampler's picks; 0: none")
+                   help="after the openings, this share of the trials are one-step moves (a stage one block "
+                        "deeper, another shortcut ...): of the best trial so far, and cheaper ones of the cheapest "
+                        "within 2 points of it, in turn, between the sampler's picks; 0: none")
     p.add_argument("--verify", action="store_true",
-                   help="then run `resnas verify` on the run with its defaults: retrain the best networks and "
-                        "the classics from scratch and score them on the test split")
+                   help="then run `resnas verify` on the run with its defaults: retrain the candidates and the "
+                        "classics from scratch and pick the cheapest as accurate as the best")
     add_training_flags(p)
 
 
