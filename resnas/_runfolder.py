@@ -424,18 +424,7 @@ class VerifyFolder:
 
     def read_weights(self, label: str, seed: int = 0) -> dict[str, torch.Tensor]:
         """A kept state dict; a StorageError naming the file when it is missing or damaged."""
-        import torch
-
-        path = self.weights_path(label, seed)
-        try:
-            state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise StorageError(f"{path} is missing: the test split scores the chosen networks from their kept "
-                               f"weights; move {self.path} away to verify afresh") from None
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-            raise StorageError(f"cannot read {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-                               f"the file is damaged; move {self.path} away to verify afresh") from None
-        return state
+        return read_state(self.weights_path(label, seed), f"move {self.path} away to verify afresh")
 
     def plot(self, summary: Summary) -> None:
         """verify.png: each network's selection-split accuracy per seed and its mean, classics in orange, the pick
@@ -462,6 +451,21 @@ class VerifyFolder:
 
 def _json(data: Any, *, sort_keys: bool = False) -> bytes:
     return json.dumps(data, indent=2, sort_keys=sort_keys).encode()
+
+
+def read_state(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict written by `_save_state`, on the CPU; a StorageError naming `path` and `fix` when it is
+    missing or damaged."""
+    import torch
+
+    try:
+        state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StorageError(f"{path} is missing; {fix}") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StorageError(f"cannot read {path} ({first}): the file is damaged; {fix}") from None
+    return state
 
 
 def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:

@@ -16,6 +16,7 @@ the networks chosen are scored on the test split, which the search never reads.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -581,8 +582,15 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
     summary, plot)."""
     the_plan = plan(folder, recipe)
     out = folder.verification()
+    known = out.read_plan()
+    selected = len(data.val_y)
+    if known is not None and known.get("select_images", selected) != selected:
+        raise ConfigError(f"{out.path} chose on {known['select_images']} held-out images, this run would on "
+                          f"{selected}; rerun with --select-samples {known['select_images']} to resume it, or move "
+                          "that folder away to verify afresh")
     # `input`: how raw images became the verified networks' inputs; the exported pick carries it.
-    out.write_plan({**the_plan.to_dict(), "data": data.description, "input": data.contract.to_dict()})
+    out.write_plan({**the_plan.to_dict(), "data": data.description, "select_images": selected,
+                    "input": data.contract.to_dict()})
     units = _read_units(out)
     k = 0
     while todo := remaining(the_plan.networks, units, recipe):
@@ -603,8 +611,6 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
 
 def _tested(summary: Summary, out: VerifyFolder, recipe: Recipe, data: DataSplits, device: torch.device) -> Summary:
     """`summary` with the test-split accuracies of the networks it chose, from their kept weights."""
-    import dataclasses
-
     if data.test_x is None:
         return summary
     test = {s.network.label: {seed: test_accuracy(s.network, out.read_weights(s.network.label, seed), recipe, data,

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import resnas
+from resnas._runfolder import RunFolder
 from resnas._verify import (
     Network,
     NetworkKind,
@@ -281,6 +282,20 @@ def test_verify_end_to_end_then_export_ships_the_verified_winner(searched: Path,
     assert again.returncode == 0 and "unit 1/" not in again.stdout
     other = cli("verify", str(run), *VERIFY[:-1], "1024")
     assert other.returncode == 2 and "train_samples 512 -> 1024" in other.stderr and "Traceback" not in other.stderr
+    # Units chosen on another number of held-out images (an earlier default) are not mixed with these.
+    plan_file = folder / "verify.json"
+    plan_text = plan_file.read_text()
+    plan_file.write_text(json.dumps({**json.loads(plan_text), "select_images": 5000}))
+    resized = cli("verify", str(run), *VERIFY)
+    assert resized.returncode == 2 and "chose on 5000 held-out images, this run would on 10000" in resized.stderr
+    plan_file.write_text(plan_text)
+    # The test split is scored from the kept weights: a damaged one is named, in one line.
+    weights = RunFolder(run).verification().weights_path(summary["pick"], 1)
+    saved = weights.read_bytes()
+    weights.write_bytes(b"not a state dict")
+    damaged = cli("verify", str(run), *VERIFY)
+    assert damaged.returncode == 2 and f"cannot read {weights}" in damaged.stderr and "Traceback" not in damaged.stderr
+    weights.write_bytes(saved)
     accurate = cli("verify", str(run), *VERIFY, "--pick", "accurate")
     assert accurate.returncode == 0 and "unit 1/" not in accurate.stdout
     assert json.loads((folder / "summary.json").read_text())["pick"] == summary["best"]
@@ -290,7 +305,6 @@ def test_verify_end_to_end_then_export_ships_the_verified_winner(searched: Path,
     assert exported.returncode == 0, exported.stderr
     pick = summary["pick"]
     from resnas._commands.export import _folder_name
-    from resnas._runfolder import RunFolder
 
     name = _folder_name(pick)
     shipped = torch.load(tmp_path / "export" / name / "weights.pt", weights_only=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +12,7 @@ from resnas._arch import Arch
 from resnas._commands.count import resolve_arch
 from resnas._contract import InputContract
 from resnas._errors import ConfigError, UserError
-from resnas._runfolder import RunFolder, ensure_writable
+from resnas._runfolder import RunFolder, ensure_writable, read_state
 from resnas._trial import TrialState
 
 
@@ -104,18 +103,6 @@ def _search_again(run: Mapping[str, Any]) -> str:
     return f"rerun the search's command{shown} with this resnas: it records it, training only missing trials"
 
 
-def _load_weights(path: Path) -> dict[str, Any]:
-    """A kept state dict, or a UserError naming the damaged file."""
-    import torch
-
-    try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise UserError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                        "the file is damaged") from None
-    return state
-
-
 def _export_run(args: argparse.Namespace) -> int:
     from resnas._export import export
 
@@ -146,7 +133,7 @@ def _export_run(args: argparse.Namespace) -> int:
             raise UserError(f"trial {number} in {run_dir}/trials.csv has no arch")
         # Rows without trained_arch come from runs that recorded only the proxy width.
         trained = _arch(row, "trained_arch") or searched.narrowed(float(run.get("proxy_width", 1.0)))
-        state = _load_weights(folder.weights_path(number))
+        state = read_state(folder.weights_path(number), "restore it, or export another trial with --trial N")
         exported = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
                            in_channels=training["channels"], resolution=training["resolution"],
                            card=_card(run, run_dir, row, searched),  # type: ignore[arg-type]
@@ -225,7 +212,7 @@ def _export_verified(folder: RunFolder, run: dict[str, Any], summary: dict[str, 
     width = float(recipe.get("width", run.get("proxy_width", 1.0)))
     searched = Arch.from_dict(entry["arch"])
     label = entry["label"]
-    state = _load_weights(verification.weights_path(label))
+    state = read_state(verification.weights_path(label), f"move {verification.path} away to verify afresh")
     name = f"Trial {label[1:]}" if label.startswith("#") else label
     card = {
         "title": f"{name} of run {folder.path.resolve().name}, verified",
