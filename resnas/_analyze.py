@@ -36,7 +36,7 @@ import numpy as np
 
 from resnas._errors import DataError, StorageError
 from resnas._runfolder import RUN_FILE, RunFolder, SweepFolder, atomic_write, ensure_writable, save_figure
-from resnas._trial import Origin
+from resnas._trial import Origin, pareto
 
 # Fewer complete sampled trials per budget than this cannot say anything about a space of ~10 dimensions.
 MIN_TRIALS = 8
@@ -726,7 +726,8 @@ def plot_flops(analysis: Analysis, key: str, path: Path) -> None:
     for name, acc, flops in classics:
         ax.scatter([flops / scale], [100 * acc], marker="*", color="black", s=80)
         ax.annotate(name, (flops / scale, 100 * acc), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front = _front([(m.flops, 100 * m.accuracy) for m in models] + [(f, 100 * a) for _, a, f in classics])
+    front = pareto([(m.flops, 100 * m.accuracy) for m in models] + [(f, 100 * a) for _, a, f in classics],
+                   lambda p: p[0], lambda p: p[1])
     ax.plot([f / scale for f, _ in front], [a for _, a in front], "-", color="tab:red", label="Pareto front")
     for b in analysis.budgets:
         ax.axvline(b.budget / scale, color="black", linestyle="--", linewidth=1)
@@ -737,15 +738,6 @@ def plot_flops(analysis: Analysis, key: str, path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def _front(points: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Points not dominated in (fewer FLOPs, higher accuracy), by FLOPs."""
-    front: list[tuple[int, float]] = []
-    for f, a in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or a > front[-1][1]:
-            front.append((f, a))
-    return front
 
 
 def plot_importance(analysis: Analysis, path: Path) -> None:

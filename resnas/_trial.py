@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Any
-
+from typing import Any, TypeVar
 
 # Proxy accuracies this close to the best (0-1) are not told apart: two single proxy trainings of one network
 # differ by about a point, and the validation split's binomial error is about 1.3 points at 1000 images.
@@ -89,15 +89,22 @@ class TrialRecord:
 COLUMNS = tuple(f.name for f in fields(TrialRecord))
 
 
+T = TypeVar("T")
+
+
+def pareto(items: Iterable[T], cost: Callable[[T], float], value: Callable[[T], float]) -> list[T]:
+    """Items not dominated in (lower cost, higher value), cheapest first."""
+    front: list[T] = []
+    for item in sorted(items, key=lambda i: (cost(i), -value(i))):
+        if not front or value(item) > value(front[-1]):
+            front.append(item)
+    return front
+
+
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     """Completed trials not dominated in (higher accuracy, fewer deployment FLOPs)."""
-    done = sorted((r for r in records if r.state is TrialState.COMPLETE and r.flops is not None),
-                  key=lambda r: (r.flops, -(r.val_accuracy or 0.0)))
-    front: list[TrialRecord] = []
-    for r in done:
-        if not front or (r.val_accuracy or 0.0) > (front[-1].val_accuracy or 0.0):
-            front.append(r)
-    return front
+    done = [r for r in records if r.state is TrialState.COMPLETE and r.flops is not None]
+    return pareto(done, lambda r: r.flops or 0, lambda r: r.val_accuracy or 0.0)
 
 
 def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
