@@ -319,15 +319,15 @@ class Openings:
         cheapest = min(real, key=lambda c: screen(zoo.get(c[0]), space, budget).cost.flops)[0]
         return plan, [Opening(params, scaled=label) for label, params in half_sized(space, budget, cheapest)]
 
-    def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
+    def queue_next(self, study: Study) -> None:
         """Before each ask: queue the next opening, else perhaps a local move, if nothing else waits."""
-        if not study.queue_is_empty(target):
+        if not study.queue_is_empty():
             return
         if self._plan:
             o = self._plan.pop(0)
-            study.enqueue_opening(o.params, classic=o.classic, kind=o.kind, scaled=o.scaled, study=target)
+            study.enqueue_opening(o.params, classic=o.classic, kind=o.kind, scaled=o.scaled)
         elif self.moves is not None:
-            self.moves.queue_next(study, target)
+            self.moves.queue_next(study)
 
 
 class LocalMoves:
@@ -346,24 +346,24 @@ class LocalMoves:
     def __init__(self, space: SearchSpace, budget: int, seed: int, share: float) -> None:
         self.space, self.budget, self.seed, self.share = space, budget, seed, share
 
-    def queue_next(self, study: Study, target: optuna.Study | None = None) -> None:
+    def queue_next(self, study: Study) -> None:
         """Queue a move when moves are below their share of the trials after the openings."""
-        moves, picks = study.moves_and_picks(target)
+        moves, picks = study.moves_and_picks()
         if moves >= self.share * (moves + picks + 1):
             return
         shrink = moves % 2 == 1
-        base = study.cheapest_near_best(NEAR_BEST, target) if shrink else study.best_trained(target)
+        base = study.cheapest_near_best(NEAR_BEST) if shrink else study.best_trained()
         if base is None:
             return
         number, arch = base
-        move = self._untried(Arch.from_dict(arch), number, study.tried(target), shrink)
+        move = self._untried(Arch.from_dict(arch), number, study.tried(), shrink)
         if move is None and shrink:  # nothing cheaper left to try: climb instead
-            best = study.best_trained(target)
+            best = study.best_trained()
             if best is not None:
                 number, arch = best
-                move = self._untried(Arch.from_dict(arch), number, study.tried(target), False)
+                move = self._untried(Arch.from_dict(arch), number, study.tried(), False)
         if move is not None:
-            study.enqueue_move(move.params, of=number, label=move.label, study=target)
+            study.enqueue_move(move.params, of=number, label=move.label)
 
     def _untried(self, arch: Arch, number: int, tried: set[str], shrink: bool) -> Move | None:
         """The first move of `arch`, in this seed's order, to an architecture new and under the budget (and,
@@ -404,6 +404,22 @@ class Proposal:
     def trainable(self) -> bool:
         """Fits the budget and is new."""
         return self.screened.fits and self.twin is None
+
+
+class Idle(enum.Enum):
+    """Why `SearchCore.next_trial` starts nothing: the search wants no more, or waits for running trials."""
+
+    DONE = "done"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class Started:
+    """A trial recorded as training: the study's trial, its deployment FLOPs, and the network to train."""
+
+    trial: optuna.Trial
+    flops: int
+    arch: Arch
 
 
 class Pruned(Exception):
@@ -651,6 +667,27 @@ class SearchCore:
         return self.error is None and (self.trained + self.elsewhere >= self.cfg.trials or self._timed_out
                                        or self._exhausted)
 
+    def next_trial(self, in_flight: int = 0, limit: int | None = None) -> Started | Idle:
+        """Ask the study for architectures until one fits and is new, and start it; dismiss the others.
+
+        Processes sharing the study take turns from counting the trials to starting one. `in_flight`: trials
+        this process runs already (at most `limit` at once); a running one may still fail and not count.
+        """
+        with self.claiming():
+            while True:
+                self.refresh()
+                if not self.wants_more():
+                    return Idle.DONE
+                if (limit is not None and in_flight >= limit) or not self.wants_more(in_flight):
+                    return Idle.WAIT
+                self.report.trial_start(self.trained + self.elsewhere + 1, self.cfg.trials)
+                self.openings.queue_next(self.study)
+                trial = self.study.optuna.ask()
+                proposal = self.propose(trial)
+                if proposal.trainable:
+                    return Started(trial, proposal.screened.cost.flops, self.start(trial, proposal.screened))
+                self.dismiss(trial, proposal)
+
     def propose(self, trial: optuna.Trial) -> Proposal:
         """The trial's architecture (define-by-run), priced and recorded with its constraint; its twin, if any."""
         screened = screen(self.space.suggest(trial), self.space, self.cfg.budget)
@@ -707,6 +744,22 @@ class SearchCore:
         tell_trained(trial, outcome.state, outcome.val_accuracy, flops, self.cfg.multi_objective,
                      outcome.images_per_s, outcome.reason)
         self.trained += 1
+
+    def settle_reported(self, started: Started, last: Progress | None, *, failed: str = "",
+                        micro_batches: int = 1) -> TrialState:
+        """Settle a trial trained elsewhere (a Ray worker) from its last epoch report: failed, pruned (stopped
+        before its last epoch) or complete."""
+        if last is not None:
+            record_epoch(started.trial, last)
+        if failed:
+            outcome = Outcome(TrialState.FAILED, reason=failed)
+        elif last is None or last.epoch < self.cfg.epochs:
+            outcome = Outcome(TrialState.PRUNED)
+        else:
+            outcome = Outcome(TrialState.COMPLETE, last.val_accuracy, last.images_per_s,
+                              reason=split_reason(self.cfg.batch_size, micro_batches))
+        self.settle(started.trial, outcome, started.flops)
+        return outcome.state
 
     def interrupt(self, trial: optuna.Trial) -> None:
         """Settle a trial cut off by Ctrl-C; the next run retries it."""

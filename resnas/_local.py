@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from resnas._errors import ResnasError
-from resnas._lifecycle import Faults, Outcome, Proposal, Pruned, Report, SearchCore, resolve_device, train_trial
+from resnas._lifecycle import Faults, Outcome, Pruned, Report, SearchCore, Started, resolve_device, train_trial
 from resnas._study import Progress
 
 if TYPE_CHECKING:
@@ -73,32 +73,12 @@ class LocalBackend:
     def _loop(self, core: SearchCore) -> None:
         while True:
             _check_stop()
-            started = self._next(core)
-            if started is None:
+            started = core.next_trial()
+            if not isinstance(started, Started):
                 break
-            trial, proposal, trained = started
-            outcome = self._train(core, trial, trained)
-            core.settle(trial, outcome, proposal.screened.cost.flops)
-            core.publish(trial.number, outcome.weights)
-
-    @staticmethod
-    def _next(core: SearchCore) -> tuple[optuna.Trial, Proposal, Arch] | None:
-        """The next trial to train, started; None when the search wants no more.
-
-        Several processes may share the study: they take turns from counting the trials to starting one.
-        """
-        with core.claiming():
-            while True:
-                core.refresh()
-                if not core.wants_more():
-                    return None
-                core.report.trial_start(core.trained + core.elsewhere + 1, core.cfg.trials)
-                core.openings.queue_next(core.study)
-                trial = core.study.optuna.ask()
-                proposal = core.propose(trial)
-                if proposal.trainable:
-                    return trial, proposal, core.start(trial, proposal.screened)
-                core.dismiss(trial, proposal)
+            outcome = self._train(core, started.trial, started.arch)
+            core.settle(started.trial, outcome, started.flops)
+            core.publish(started.trial.number, outcome.weights)
 
     @staticmethod
     def _train(core: SearchCore, trial: optuna.Trial, trained: Arch) -> Outcome:

@@ -1,11 +1,11 @@
 """The Ray Tune backend of `search`: the lifecycle of resnas._lifecycle, its trials trained by Ray workers.
 
 What Ray changes, and nothing else (proposals, screening, settling, the study and the run folder are the core's):
-- Sampling: OptunaSearch with a define-by-run callable (`_Screen`, which Tune pickles with the searcher, so it
-  reaches the running search through `_active()`). `_BudgetedSearch.suggest` settles over-budget proposals at
-  once and asks again: they never become Tune trials, and `trials` counts trained candidates only. The searcher
-  settles each trial in the run's study (trials stopped by ASHA are told PRUNED, where OptunaSearch would tell
-  them COMPLETE with a truncated metric).
+- Sampling: `_StudySearcher`, a Tune searcher over the run's own study (as OptunaSearch is over one): each
+  config is a trial the core started (`SearchCore.next_trial`, which settles over-budget and duplicate
+  proposals at once: they never become Tune trials, and `trials` counts trained candidates only). Each trial's
+  epoch reports (`Progress`) go back through the core, which settles it (trials stopped by ASHA are PRUNED).
+  Tune pickles the searcher and the callbacks: they reach the running search through `_active()`.
 - Early stopping: ASHA on validation accuracy per epoch (pruner hyperband), MedianStoppingRule (median), none
   where Optuna would not prune either.
 - Data: loaded once by the driver and put into Ray's object store by `tune.with_parameters`, its arrays out of
@@ -34,9 +34,9 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from resnas._errors import ConfigError, StorageError
 
@@ -55,15 +55,13 @@ def prefer_token_auth() -> None:
 
 prefer_token_auth()
 
-import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from resnas._config import DeviceName, PrunerName, SearchConfig  # noqa: E402
-from resnas._lifecycle import Faults, Outcome, SearchCore, TrialJob, split_reason, train_trial  # noqa: E402
-from resnas._study import Progress, make_sampler, prunes, record_epoch  # noqa: E402
+from resnas._lifecycle import Faults, Idle, SearchCore, Started, TrialJob, train_trial  # noqa: E402
+from resnas._study import Progress, prunes  # noqa: E402
 from resnas._trial import TrialState  # noqa: E402
 
 if TYPE_CHECKING:
@@ -106,6 +104,7 @@ class _Session:
     core: SearchCore
     max_concurrent: int
     trials: dict[str, Trial] = field(default_factory=dict)  # Tune's live trials by id
+    started: dict[str, Started] = field(default_factory=dict)  # the study's trial of each unsettled Tune trial
     settled: dict[int, TrialState] = field(default_factory=dict)  # how the searcher settled each ended trial
 
 
@@ -137,93 +136,54 @@ def _number(trial: Trial) -> int:
     return int(trial.config[_KEY]["number"])
 
 
-class _Screen:
-    """The define-by-run space: the core proposes and screens; a fitting proposal is recorded as started."""
+class _StudySearcher(Searcher):
+    """Tune's searcher over the run's study: a config per trial the core starts; results settled by the core.
 
-    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Runs in `OptunaSearch.suggest` on the driver; returns the config entry the trainable reads."""
-        core = _active().core
-        proposal = core.propose(trial)
-        if not proposal.trainable:  # `suggest` dismisses it: never a Tune trial
-            return {_KEY: {"number": trial.number, "trainable": False, "proposal": proposal}}
-        screened = proposal.screened
-        trained = core.start(trial, screened)
-        return {_KEY: {"number": trial.number, "trainable": True, "flops": screened.cost.flops,
-                       "trained_arch": trained.to_json()}}
+    The study holds the search's whole state, so there is nothing to save or restore."""
 
-
-class _BudgetedSearch(OptunaSearch):
-    """OptunaSearch that never hands out an over-budget sample and settles trials through the core."""
-
-    def __init__(self, cfg: SearchConfig, storage: optuna.storages.BaseStorage,
-                 sampler: optuna.samplers.BaseSampler) -> None:
-        multi = cfg.multi_objective
-        # With a define-by-run space, metric and mode must be given here (Tune does not pass them on).
-        super().__init__(space=_Screen(), metric=[METRIC, "flops"] if multi else METRIC,
-                         mode=["max", "min"] if multi else "max", sampler=sampler, study_name=cfg.study,
-                         storage=storage)
-        self._epochs = cfg.epochs
+    def __init__(self) -> None:
+        super().__init__(metric=METRIC, mode="max")
 
     # Searcher's annotation leaves out the Searcher.FINISHED string that its own subclasses return too.
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         """A config for a new Tune trial, None to wait for running ones, or FINISHED."""
         s = _active()
-        with s.core.claiming():  # another driver or `resnas search` process may share the study
-            s.core.refresh()
-            return self._suggest(trial_id, s)
-
-    def _suggest(self, trial_id: str, s: _Session) -> dict[str, Any] | str | None:
-        core = s.core
-        if not core.wants_more():
+        started = s.core.next_trial(len(s.started), s.max_concurrent)
+        if started is Idle.DONE:
             return Searcher.FINISHED
-        in_flight = len(self._ot_trials.keys() - self._completed_trials)
-        # A running trial may still fail (and not count): start no more than could still be needed.
-        if in_flight >= s.max_concurrent or not core.wants_more(in_flight):
+        if started is Idle.WAIT:
             return None
-        while True:
-            core.openings.queue_next(core.study, self._ot_study)
-            config = cast(dict[str, Any], super().suggest(trial_id))  # None only without a space
-            if config[_KEY]["trainable"]:
-                return config
-            # Over the budget, or a duplicate: settled now; the next ask gets a new Optuna trial.
-            core.dismiss(self._ot_trials.pop(trial_id), config[_KEY]["proposal"])
-            if not core.wants_more():
-                return Searcher.FINISHED
+        s.started[trial_id] = started
+        return {_KEY: {"number": started.trial.number, "trained_arch": started.arch.to_json()}}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        s = _active()
         if "epoch" in result:
-            _active().core.epoch_done(self._ot_trials[trial_id], _progress(result))
+            s.core.epoch_done(s.started[trial_id].trial, _progress(result))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        """Settle the trial through the core: complete, pruned (stopped early by the scheduler) or failed."""
-        if trial_id in self._completed_trials:
-            return
-        self._completed_trials.add(trial_id)
+        """Settle the trial through the core from its last report: complete, pruned or failed."""
         s = _active()
-        ot_trial = self._ot_trials[trial_id]
+        started = s.started.pop(trial_id, None)
+        if started is None:
+            return
         result = result or {}
-        if "epoch" in result:
-            record_epoch(ot_trial, _progress(result))
-        outcome = self._outcome(result, error, s.trials.get(trial_id))
-        s.core.settle(ot_trial, outcome, result.get("flops", 0))
-        s.settled[ot_trial.number] = outcome.state
+        failed = (f"Ray error after {MAX_TRIAL_FAILURES} retries: {_error_line(s.trials.get(trial_id))}" if error
+                  else result.get("failed", ""))
+        last = _progress(result) if "epoch" in result else None
+        s.settled[started.trial.number] = s.core.settle_reported(
+            started, last, failed=failed, micro_batches=int(result.get("micro_batches", 1)))
 
-    def _outcome(self, result: dict[str, Any], error: bool, trial: Trial | None) -> Outcome:
-        if error:
-            return Outcome(TrialState.FAILED, reason=f"Ray error after {MAX_TRIAL_FAILURES} retries: "
-                                                     f"{_error_line(trial)}")
-        if "failed" in result:
-            return Outcome(TrialState.FAILED, reason=result["failed"])
-        if result.get("epoch", 0) < self._epochs:
-            return Outcome(TrialState.PRUNED)
-        note = split_reason(_active().core.cfg.batch_size, int(result.get("micro_batches", 1)))
-        return Outcome(TrialState.COMPLETE, result[METRIC], reason=note)
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study is the search's record."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a rerun reopens the study."""
 
 
 def _progress(result: dict[str, Any]) -> Progress:
-    """An epoch's result as the study records it."""
-    return Progress(result["epoch"], result[METRIC], node=result["node"], images_per_s=result["images_per_s"],
-                    train_seconds=result["train_seconds"], resumed_from_epoch=result["start_epoch"])
+    """An epoch's report (a Tune result holding `Progress`'s fields) as the core takes it."""
+    return Progress(**{f.name: result[f.name] for f in fields(Progress)})
 
 
 def _error_line(trial: Trial | None) -> str:
@@ -301,19 +261,16 @@ def _trainable(config: dict[str, Any], data: DataSplits, job: _WorkerJob) -> Non
         with checkpoint.as_directory() as folder:
             resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
     node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
-    base = {"flops": info["flops"], "node": node, "start_epoch": len(resume["history"]) if resume else 0}
-    n = len(data.train_y)
-    images_per_epoch = n // min(job.job.batch_size, n) * min(job.job.batch_size, n)  # partial batches dropped
+    start = len(resume["history"]) if resume else 0
 
     def on_checkpoint(state: dict[str, Any]) -> None:
-        epoch = len(state["history"])
-        metrics = {**base, "epoch": epoch, METRIC: state["history"][-1]["val_accuracy"],
-                   "images_per_s": epoch * images_per_epoch / state["train_seconds"],
-                   "train_seconds": state["train_seconds"] + state["eval_seconds"],
-                   "micro_batches": state["accumulation"]}
+        progress = Progress(len(state["history"]), state["history"][-1]["val_accuracy"], node=node,
+                            images_per_s=state["images_per_s"],
+                            train_seconds=state["train_seconds"] + state["eval_seconds"], resumed_from_epoch=start)
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**asdict(progress), "micro_batches": state["accumulation"]},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
         if job.exit_once is not None and _claim(job.exit_once):
             os._exit(1)
 
@@ -321,7 +278,7 @@ def _trainable(config: dict[str, Any], data: DataSplits, job: _WorkerJob) -> Non
                           resume=resume)
     if outcome.state is TrialState.FAILED:
         # Without an "epoch" the schedulers ignore this result; Tune insists on the metric being present.
-        tune.report({**base, METRIC: 0.0, "failed": outcome.reason})
+        tune.report({METRIC: 0.0, "failed": outcome.reason})
 
 
 def _scheduler(cfg: SearchConfig) -> TrialScheduler:
@@ -523,11 +480,9 @@ def _remove_experiment(root: str, name: str) -> None:
 def _tuner(core: SearchCore, trainable: Any, root: str, name: str) -> tune.Tuner:
     """A new Tune experiment `name` under `root` whose budgeted searcher asks the run's study."""
     cfg = core.cfg
-    storage = optuna.storages.get_storage(core.folder.study_url(cfg.storage))
-    searcher = _BudgetedSearch(cfg, storage, make_sampler(cfg, core.sampler_seed))
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(cfg), num_samples=-1,
+        tune_config=tune.TuneConfig(search_alg=_StudySearcher(), scheduler=_scheduler(cfg), num_samples=-1,
                                     reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=name, storage_path=root, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES),

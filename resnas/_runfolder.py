@@ -96,7 +96,7 @@ def sweep_temporaries(folder: Path) -> None:
     """Remove what killed processes of this machine left half-written in `folder` (and one level down)."""
     for path in [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")]:
         match = _TEMPORARY.fullmatch(path.name)
-        if match is None or _alive(int(match["pid"])):
+        if match is None or pid_alive(int(match["pid"])):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -104,7 +104,8 @@ def sweep_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine lives (one we may not signal does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,8 +1,8 @@
 """The search's Optuna study: the only reader and writer of what a trial stores, and every Optuna-internal access.
 
 A trial's resnas record lives in its user attributes under the keys of `_Key`; nothing else reads or writes
-them. Trials are told to Optuna through `trial.study`, so the same calls serve a `Study` of this process and
-the one Ray's OptunaSearch keeps on the same storage.
+them. Only Optuna's public API is used: a trial cut off by a dead process is marked through a study attribute
+(`_Key.INTERRUPTED` + its number), since a stored trial takes attributes only through private calls.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import optuna
 
 from resnas._config import PrunerName, SamplerName, SearchConfig
 from resnas._errors import ConfigError, StorageError
+from resnas._runfolder import pid_alive
 from resnas._trial import Origin, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class _Key:
     RESUMED_FROM_EPOCH, RETRY_OF, FIRST_OF_KIND = "resumed_from_epoch", "retry_of", "stratified_start"
     NAME, CLASSIC, DUPLICATE_OF, MOVE, MOVE_OF = "name", "classic", "duplicate_of", "local_move", "move_of"
     SHORTCUT, ORDER, BLOCK, SCALED = "shortcut", "order", "block", "scaled_classic"
-    SETTINGS, STUDY_ID = "resnas_settings", "resnas_study_id"
+    SETTINGS, STUDY_ID, INTERRUPTED = "resnas_settings", "resnas_study_id", "resnas_interrupted:"
 
 
 # Feasible when <= 0: the samplers read it to learn where the budget's edge lies.
@@ -311,18 +312,16 @@ class Study:
     def recover_interrupted(self) -> list[int]:
         """Mark trials of dead processes interrupted (failed) and queue their architectures again."""
         recovered = []
-        storage = self.optuna._storage  # FrozenTrials cannot be given user attributes through the public API
         for t in self._trials(_FROZEN.RUNNING):
             worker = t.user_attrs.get(_Key.WORKER, "")
             if worker and _process_alive(worker):
                 continue
-            storage.set_trial_user_attr(t._trial_id, _Key.STATE, TrialState.INTERRUPTED.value)
             if _Key.ARCH in t.user_attrs:
-                storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process running it died; retried")
+                reason = "the process running it died; retried"
                 self.optuna.enqueue_trial(t.params, user_attrs={_Key.RETRY_OF: t.number})
             else:  # cut off while its parameters were being drawn: they are partial, no architecture to retry
-                storage.set_trial_user_attr(t._trial_id, _Key.REASON, "the process proposing it died before "
-                                                                      "it had an architecture; not retried")
+                reason = "the process proposing it died before it had an architecture; not retried"
+            self.optuna.set_user_attr(f"{_Key.INTERRUPTED}{t.number}", reason)
             self.optuna.tell(t.number, state=_FROZEN.FAIL)
             recovered.append(t.number)
         return recovered
@@ -334,46 +333,44 @@ class Study:
                    for k in (_Key.CLASSIC, _Key.FIRST_OF_KIND, _Key.SCALED)} - {None}
         return started if started or not trials else None
 
-    def queue_is_empty(self, study: optuna.Study | None = None) -> bool:
-        return not (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.WAITING,))
+    def queue_is_empty(self) -> bool:
+        return not self._trials(_FROZEN.WAITING)
 
-    def enqueue_opening(self, params: dict[str, Any], *, classic: str = "", kind: str = "", scaled: str = "",
-                        study: optuna.Study | None = None) -> None:
+    def enqueue_opening(self, params: dict[str, Any], *, classic: str = "", kind: str = "", scaled: str = "") -> None:
         """Queue a classic (by zoo name, or a scaled one's label), a half-sized classic (by label) or the first
         architecture of a shortcut kind."""
         attrs = {_Key.CLASSIC: classic} if classic else {_Key.SCALED: scaled} if scaled else {_Key.FIRST_OF_KIND: kind}
-        (study or self.optuna).enqueue_trial(params, user_attrs=attrs)
+        self.optuna.enqueue_trial(params, user_attrs=attrs)
 
-    def enqueue_move(self, params: dict[str, Any], *, of: int, label: str,
-                     study: optuna.Study | None = None) -> None:
+    def enqueue_move(self, params: dict[str, Any], *, of: int, label: str) -> None:
         """Queue a local move: trial `of`'s architecture with one dimension moved (`label` says which)."""
-        (study or self.optuna).enqueue_trial(params, user_attrs={_Key.MOVE: label, _Key.MOVE_OF: of})
+        self.optuna.enqueue_trial(params, user_attrs={_Key.MOVE: label, _Key.MOVE_OF: of})
 
-    def moves_and_picks(self, study: optuna.Study | None = None) -> tuple[int, int]:
+    def moves_and_picks(self) -> tuple[int, int]:
         """Local moves queued so far, and the sampler's proposals that were trained or are training."""
-        trials = (study or self.optuna).get_trials(deepcopy=False)
+        trials = self._trials()
         moves = sum(_Key.MOVE in t.user_attrs for t in trials)
         picks = sum(_origin(t) == Origin.SAMPLER.value and _Key.TRAINED_ARCH in t.user_attrs
                     and _state_of(t) is not TrialState.DUPLICATE for t in trials)
         return moves, picks
 
-    def _complete(self, study: optuna.Study | None) -> list[optuna.trial.FrozenTrial]:
+    def _complete(self) -> list[optuna.trial.FrozenTrial]:
         """Complete trials with an accuracy and an arch."""
-        return [t for t in (study or self.optuna).get_trials(deepcopy=False, states=(_FROZEN.COMPLETE,))
+        return [t for t in self._trials(_FROZEN.COMPLETE)
                 if _state_of(t) is TrialState.COMPLETE and t.user_attrs.get(_Key.VAL_ACCURACY) is not None
                 and t.user_attrs.get(_Key.ARCH)]
 
-    def best_trained(self, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
+    def best_trained(self) -> tuple[int, dict[str, Any]] | None:
         """The complete trial with the highest validation accuracy (fewest FLOPs on a tie): number and arch."""
-        done = self._complete(study)
+        done = self._complete()
         if not done:
             return None
         best = max(done, key=lambda t: (t.user_attrs[_Key.VAL_ACCURACY], -t.user_attrs.get(_Key.FLOPS, 0)))
         return best.number, best.user_attrs[_Key.ARCH]
 
-    def cheapest_near_best(self, near: float, study: optuna.Study | None = None) -> tuple[int, dict[str, Any]] | None:
+    def cheapest_near_best(self, near: float) -> tuple[int, dict[str, Any]] | None:
         """The complete trial with the fewest FLOPs among those within `near` (accuracy, 0-1) of the best."""
-        done = self._complete(study)
+        done = self._complete()
         if not done:
             return None
         top = max(t.user_attrs[_Key.VAL_ACCURACY] for t in done)
@@ -381,9 +378,9 @@ class Study:
         cheapest = min(close, key=lambda t: (t.user_attrs.get(_Key.FLOPS, 0), -t.user_attrs[_Key.VAL_ACCURACY]))
         return cheapest.number, cheapest.user_attrs[_Key.ARCH]
 
-    def tried(self, study: optuna.Study | None = None) -> set[str]:
+    def tried(self) -> set[str]:
         """Every architecture a trial has proposed so far (trained or not), as canonical JSON."""
-        return {arch_key(t.user_attrs.get(_Key.ARCH)) for t in (study or self.optuna).get_trials(deepcopy=False)}
+        return {arch_key(t.user_attrs.get(_Key.ARCH)) for t in self._trials()}
 
     def twin_of(self, arch: Arch, number: int) -> Twin | None:
         """The first other trial with `arch` that was trained, or that a live process is training.
@@ -404,9 +401,11 @@ class Study:
         """Every trial as a trials.csv row (waiting, never-started trials are left out)."""
         try:
             trials = self._trials()
+            marks = self.optuna.user_attrs
         except optuna.exceptions.StorageInternalError as e:
             raise StorageError(f"the study's storage failed: {e}") from None
-        return [_record(t, budget) for t in trials if t.state is not _FROZEN.WAITING]
+        return [_record(t, budget, marks.get(f"{_Key.INTERRUPTED}{t.number}")) for t in trials
+                if t.state is not _FROZEN.WAITING]
 
 
 def _state_of(t: optuna.trial.FrozenTrial) -> TrialState:
@@ -420,18 +419,20 @@ def _state_of(t: optuna.trial.FrozenTrial) -> TrialState:
     return TrialState(stored) if stored else TrialState.FAILED
 
 
-def _record(t: optuna.trial.FrozenTrial, budget: int) -> TrialRecord:
+def _record(t: optuna.trial.FrozenTrial, budget: int, interrupted: str | None) -> TrialRecord:
+    """The trial's row; `interrupted`: why a dead process's trial was marked interrupted (`recover_interrupted`)."""
     ua = t.user_attrs
     duration = (t.datetime_complete - t.datetime_start).total_seconds() \
         if t.datetime_complete and t.datetime_start else None
     flops = ua.get(_Key.FLOPS)
     return TrialRecord(
-        number=t.number, state=_state_of(t), name=ua.get(_Key.NAME) or ua.get(_Key.CLASSIC, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY),
-        flops=flops,
+        number=t.number, state=TrialState.INTERRUPTED if interrupted else _state_of(t),
+        name=ua.get(_Key.NAME) or ua.get(_Key.CLASSIC, ""), val_accuracy=ua.get(_Key.VAL_ACCURACY), flops=flops,
         params=ua.get(_Key.PARAMS), macs=ua.get(_Key.MACS),
         budget_fraction=flops / budget if flops is not None else None, duration_s=duration,
         epochs=ua.get(_Key.EPOCHS, 0), train_flops=ua.get(_Key.TRAIN_FLOPS),
-        images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""), reason=ua.get(_Key.REASON, ""),
+        images_per_s=ua.get(_Key.IMAGES_PER_S), node=ua.get(_Key.NODE, ""),
+        reason=interrupted or ua.get(_Key.REASON, ""),
         origin=_origin(t), arch=ua.get(_Key.ARCH), trained_arch=ua.get(_Key.TRAINED_ARCH))
 
 
@@ -464,13 +465,6 @@ def arch_key(arch: dict[str, Any] | None) -> str:
 
 
 def _process_alive(worker: str) -> bool:
+    """Whether the process `worker` (host:pid) lives; another machine's cannot be told, so it counts as alive."""
     host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's trial: we cannot tell, so leave it alone
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+    return host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid))

@@ -371,11 +371,16 @@ def _train(
         val_accuracy=run.history[-1].val_accuracy,
         best_val_accuracy=max(r.val_accuracy for r in run.history if not math.isnan(r.val_accuracy)),
         history=tuple(run.history),
-        images_per_second=cfg.epochs * run.steps_per_epoch * run.batch / run.train_seconds,
+        images_per_second=_throughput(run),
         train_seconds=run.train_seconds,
         eval_seconds=run.eval_seconds,
         epochs=cfg.epochs,
     )
+
+
+def _throughput(run: _Run) -> float:
+    """Training images per second over the epochs so far: the training steps alone, no evaluation."""
+    return len(run.history) * run.steps_per_epoch * run.batch / run.train_seconds
 
 
 def _checkpoint(run: _Run) -> dict[str, Any]:
@@ -391,6 +396,7 @@ def _checkpoint(run: _Run) -> dict[str, Any]:
         "train_seconds": run.train_seconds,
         "eval_seconds": run.eval_seconds,
         "accumulation": run.accumulation,  # a resumed run goes on at the micro-batch that fitted
+        "images_per_s": _throughput(run),
     }
 
 
