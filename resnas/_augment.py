@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from resnas._data import Augment
+from resnas._datasets import Augment
 
 __all__ = ["RATIO", "SCALE", "augment", "crop_flip", "resized_crop", "resized_crop_boxes"]
 

@@ -16,8 +16,6 @@ replaced) is rebuilt, never used.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -25,7 +23,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from resnas._errors import DataError, StorageError
+from resnas._lock import exclusive
 
 __all__ = ["Decoder", "cached_images", "decode_image", "default_cache_dir", "default_workers"]
 
@@ -105,7 +104,8 @@ def cached_images(
     if found is not None:
         return found
     _make_dir(cache_dir)
-    with _locked(cache_dir / f"{digest}.lock"):
+    lock = cache_dir / f"{digest}.lock"
+    with exclusive(lock, _lock_error(lock)):
         found = _open_valid(data, meta, record)  # built by another process while this one waited
         if found is not None:
             return found
@@ -149,20 +149,12 @@ def _make_dir(cache_dir: Path) -> None:
                            "a writable folder") from None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `path` (released by the kernel if the process dies)."""
-    try:
-        handle = open(path, "a+b")  # noqa: SIM115 - closed below, after unlocking
-    except OSError as e:
-        raise StorageError(f"cannot write in the image cache folder {path.parent} ({e.strerror}); give "
-                           "cache_dir a writable folder") from None
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
+def _lock_error(path: Path) -> Callable[[OSError], StorageError]:
+    """The error for a lock file that cannot be created in the cache folder: it names a fix."""
+    def error(e: OSError) -> StorageError:
+        return StorageError(f"cannot write in the image cache folder {path.parent} ({e.strerror}); give "
+                            "cache_dir a writable folder")
+    return error
 
 
 def _build(data: Path, meta: Path, record: Mapping[str, Any], sources: Sequence[Any], resolution: int, *,

@@ -35,7 +35,7 @@ def accept_fake_cifar(monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision reads the fake files (it checks the real ones' MD5 sums) and never downloads."""
     import torchvision.datasets.cifar as tv_cifar
 
-    from resnas import _data
+    from resnas import _datasets as _data
 
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("network unreachable (test)")

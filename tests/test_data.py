@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnas import _data
+from resnas import _datasets
 from resnas._data import Augment, Dataset, load_data, read_idx
 from resnas._errors import ConfigError, DataError
 from tests._cifar import accept_fake_cifar, write_cifar10
@@ -23,12 +23,12 @@ def no_fashion_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     empty.mkdir()
     monkeypatch.setenv("RESNAS_DATA", str(empty))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(_data, "_FASHION_ROOTS", ())
+    monkeypatch.setattr(_datasets, "_FASHION_ROOTS", ())
 
     def offline(target: Path) -> None:
         raise OSError("network unreachable (test)")
 
-    monkeypatch.setattr(_data, "_download_fashion", offline)
+    monkeypatch.setattr(_datasets, "_download_fashion", offline)
     return empty
 
 
@@ -100,9 +100,9 @@ def test_defaults_hold_out_a_tenth_and_train_on_the_rest() -> None:
 @needs_fashion
 def test_decoded_dataset_is_cached_per_process() -> None:
     load_data("fashion-mnist", train_samples=10, val_samples=10, seed=0)
-    hits = _data._read_fashion.cache_info().hits
+    hits = _datasets._read_fashion.cache_info().hits
     load_data("fashion-mnist", train_samples=20, val_samples=10, seed=1)
-    assert _data._read_fashion.cache_info().hits == hits + 1
+    assert _datasets._read_fashion.cache_info().hits == hits + 1
 
 
 @needs_fashion

@@ -26,7 +26,7 @@ from torch import nn
 
 from resnas import _cache, _data
 from resnas._data import Augment, DataSplits, load_data, load_verification
-from resnas._errors import DataError
+from resnas._errors import DataError, StorageError
 from resnas._train import Fault, NonFiniteLossError, TrainConfig, train_candidate
 from tests._cifar import accept_fake_cifar, write_cifar10
 
@@ -264,6 +264,39 @@ def test_a_build_killed_midway_leaves_no_entry_and_is_redone(folder: Path, tmp_p
     assert len(decoded) == 10  # the killed build's lock was released; its leftovers are swept
     assert not [p for p in cache.iterdir() if ".tmp-" in p.name] and len(_entries(cache)) == 1
     assert torch.equal(d.train_x, _reference(folder, d.train_index))
+
+
+def test_the_lock_excludes_other_holders_until_its_block_ends_and_says_why_it_cannot_be_taken(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    from resnas._lock import exclusive
+
+    def free(path: Path) -> bool:
+        """Whether another open file (as another process would hold) can take the lock at once."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    lock = tmp_path / "x.lock"
+    with exclusive(lock):
+        assert lock.is_file() and not free(lock)
+    assert free(lock)
+    with pytest.raises(RuntimeError), exclusive(lock):
+        raise RuntimeError("the block failed")
+    assert free(lock)  # released on the way out of a failing block too
+    # Its folder is not created: the error is the OSError itself (a study's lock), or the one `error` makes.
+    with pytest.raises(FileNotFoundError), exclusive(tmp_path / "missing" / "x.lock"):
+        pass
+    named = exclusive(tmp_path / "missing" / "x.lock", lambda e: StorageError(f"named: {e.strerror}"))
+    with pytest.raises(StorageError, match="named: No such file"), named:
+        pass
 
 
 def test_a_resumed_search_maps_the_cache_without_decoding(

@@ -178,7 +178,7 @@ def test_default_recipe_buys_fidelity_over_the_proxy() -> None:
 
 @needs_fashion
 def test_the_search_never_reads_the_test_split_and_verify_chooses_on_images_no_training_saw(monkeypatch: pytest.MonkeyPatch) -> None:
-    import resnas._data as data_module
+    import resnas._datasets as data_module
     from resnas._config import SearchConfig
     from resnas._data import load_verification, read_idx
     from resnas._lifecycle import load_training_data
