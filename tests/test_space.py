@@ -18,7 +18,8 @@ import pytest
 from resnas import zoo
 from resnas._arch import Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
 from resnas._errors import ConfigError
-from resnas._space import _SPECS, SearchSpace
+from resnas._space import SearchSpace
+from resnas._space_table import _SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET_FAMILY = ROOT / "search_spaces" / "resnet_family.yaml"
@@ -551,7 +552,7 @@ def test_scaling_a_classic_on_the_grid_gives_torchvision_s_shallower_and_narrowe
     from torchvision.models.resnet import BasicBlock, ResNet
 
     from resnas import count
-    from resnas._space import Scale
+    from resnas._space_moves import Scale
     from tests._reference import fvcore_flops
 
     space = SearchSpace.from_yaml(RESNET_FAMILY)
