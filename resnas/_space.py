@@ -2,10 +2,10 @@
 
 One table, `resnas._space_table._SPECS`, holds every dimension's rules: its YAML key and value rule, when
 it applies (a conjunction of conditions on values picked before it), its FLOP trend, its scale and the
-`Arch` field it sets. Reading a file, every walk (suggest for an Optuna trial, sample with `random`, contains, size, the exact
-FLOP range) and the check of a file's combinations all follow that table: a walk asks a `pick` function
-for each dimension's value, in table order, only where the dimension applies; walks differ only in `pick`
-(a sampler, a replay of a given Arch, or a depth-first enumeration).
+`Arch` field it sets. Reading a file, every walk (suggest for an Optuna trial, sample with `random`,
+contains, size, the exact FLOP range) and the check of a file's combinations all follow that table: a walk
+asks a `pick` function for each dimension's value, in table order, only where the dimension applies; walks
+differ only in `pick` (a sampler, a replay of a given Arch, or a depth-first enumeration).
 
 Combinations that `Arch` would reject are refused when the file is loaded (`SearchSpace.from_dict`
 names the offending values), never filtered at suggest time, so every walk yields a valid `Arch` and

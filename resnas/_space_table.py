@@ -205,7 +205,7 @@ _BY_NAME = {slot.name: slot for slot in _layout(MAX_STAGES)}
 
 
 def walk(slots: Iterable[_Slot], pick: Callable[[_Slot], Any]) -> dict[str, Any]:
-    """The value `pick` gives each slot whose conditions the values picked before it meet, in order, by name."""
+    """The value `pick` gives each slot whose conditions the values picked before it meet, by name."""
     picked: dict[str, Any] = {}
     for slot in slots:
         if slot.spec.applies_to(picked):
@@ -217,7 +217,7 @@ def walk(slots: Iterable[_Slot], pick: Callable[[_Slot], Any]) -> dict[str, Any]
 
 
 def applicable(arch: Arch) -> dict[str, Any]:
-    """Every dimension that applies to `arch`, fixed or not, in table order, with its value as Optuna stores it."""
+    """Every dimension that applies to `arch`, fixed or not, in table order, with its Optuna value."""
     picked = walk(_layout(len(arch.stages)), lambda slot: slot.read(arch))
     return {name: plain_value(value) for name, value in picked.items()}
 
