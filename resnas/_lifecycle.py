@@ -28,7 +28,7 @@ from resnas._build import count
 from resnas._config import DeviceName, SearchConfig
 from resnas._errors import ConfigError, ResnasError, StorageError
 from resnas._runfolder import Owner, RunFolder
-from resnas._space import Move, Scale
+from resnas._space_moves import Move, Scale
 from resnas._study import (
     Progress,
     Screened,

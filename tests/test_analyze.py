@@ -197,6 +197,23 @@ def test_refined_space_drops_the_bad_value_and_shrinks_depth(tmp_path: Path) -> 
     assert [o.value for o in dims["order"].options()] == ["post", "pre"]  # inconclusive: kept
 
 
+
+def test_refine_removes_the_keys_dropped_values_leave_without_a_use_each_with_a_note() -> None:
+    from resnas._analyze.refine import _drop_inapplicable
+    from resnas._space_yaml import load_yaml
+
+    raw = load_yaml(ROOT / "search_spaces" / "resnet_family.yaml")
+    no_bottleneck = {**raw, "block": ["basic"]}
+    assert list(_drop_inapplicable(no_bottleneck).values()) == [
+        "dense_cardinality removed: no dense bottleneck net is left",
+        "cardinality removed: no residual bottleneck net is left", "base_width removed: no cardinality above 1 is left"]
+    only_dense = {**raw, "shortcut": ["dense"], "stages": [dict(s) for s in raw["stages"]]}
+    assert list(_drop_inapplicable(only_dense)) == ["width_multiplier (removed)", "cardinality (removed)",
+                                                    "base_width (removed)"]  # the stage widths go silently
+    assert not any("width" in stage for stage in only_dense["stages"])
+    for refined in (no_bottleneck, only_dense):
+        SearchSpace.from_dict(refined)  # a space file again
+
 def test_sweep_folder_gives_the_budget_table(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for budget, name in ((5_000_000, "b5M"), (10_000_000, "b10M")):

@@ -26,7 +26,8 @@ from resnas._arch import Arch
 from resnas._budget import MAX_BUDGET, parse_budget
 from resnas._build import count
 from resnas._errors import ResnasError
-from resnas._space import _SPECS, SearchSpace
+from resnas._space import SearchSpace
+from resnas._space_table import _SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR_FAMILY = str(ROOT / "search_spaces" / "cifar_family.yaml")

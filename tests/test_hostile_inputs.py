@@ -14,7 +14,7 @@ import pytest
 from resnas import cli
 from resnas._arch import MAX_BLOCKS, MAX_WIDTH, Arch
 from resnas._build import MAX_PARAMS, count
-from resnas._space import FlopsTrend, IntRange, _RandomSuggester
+from resnas._domains import FlopsTrend, IntRange, _RandomSuggester
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR_FAMILY = str(ROOT / "search_spaces" / "cifar_family.yaml")

@@ -17,8 +17,11 @@ import pytest
 
 from resnas import zoo
 from resnas._arch import Arch, Block, Order, Shortcut, StageSpec, Stem, Survival
+from resnas._domains import plain_value
 from resnas._errors import ConfigError
-from resnas._space import _SPECS, SearchSpace
+from resnas._space import SearchSpace
+from resnas._space_table import _SPECS, _layout, applicable, inapplicable, is_size, locate
+from resnas._space_yaml import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET_FAMILY = ROOT / "search_spaces" / "resnet_family.yaml"
@@ -446,6 +449,53 @@ def test_every_condition_refers_to_a_dimension_asked_before_it() -> None:
             assert earlier.when == prefix and len(earlier.when) <= i, (spec.key, when.key)
 
 
+# -- questions asked of the table without a space ---------------------------------------------------
+
+
+def test_applicable_is_what_the_space_asks_to_rebuild_an_arch(imagenet_space: SearchSpace,
+                                                               cifar_space: SearchSpace) -> None:
+    # The space's own replay (params) names the unfixed dimensions it asks for: applicable must agree on
+    # them, and add exactly the fixed ones, at the values the space fixes them to.
+    rng = random.Random(0)
+    for space in (imagenet_space, cifar_space):
+        fixed = {d.name: plain_value(d.domain.first) for d in space.dimensions() if d.domain.fixed}
+        classics = [*IMAGENET_NETS.values(), *CIFAR_NETS.values()]
+        for arch in [space.sample(rng) for _ in range(300)] + classics:
+            if not space.contains(arch):
+                continue
+            params, found = space.params(arch), applicable(arch)
+            assert params is not None and {k: found[k] for k in params} == params
+            assert {k: v for k, v in found.items() if k not in params} == {k: v for k, v in fixed.items()
+                                                                            if k in found}
+    resnext = applicable(IMAGENET_NETS["resnext50_32x4d"])
+    assert resnext["cardinality"] == 32 and resnext["base_width"] == 4 and "growth_rate" not in resnext
+    assert "base_width" not in applicable(IMAGENET_NETS["resnet50"])
+    dense = applicable(IMAGENET_NETS["densenet121"])
+    assert dense["dense_cardinality"] == 1 and "stages[0].width" not in dense and "cardinality" not in dense
+    assert dense["shortcut"] == "dense" and "survival_prob" not in dense
+
+
+def test_sizes_are_the_widths_and_depths_a_uniform_scale_moves() -> None:
+    names = {s.name for s in _layout(2)}
+    stages = {f"stages[{i}].{k}" for i in range(2) for k in ("depth", "width")}
+    assert {n for n in names if is_size(n)} == {"stem_width", "growth_rate"} | stages
+
+
+def test_inapplicable_names_what_dropped_values_leave_without_a_use() -> None:
+    raw = load_yaml(RESNET_FAMILY)
+    assert inapplicable(raw) == []  # a valid file gives no such key
+    only_dense = {**raw, "shortcut": ["dense"]}
+    assert inapplicable(only_dense) == [f"stages[{i}].width" for i in range(4)] + [
+        "width_multiplier", "cardinality", "base_width"]
+    assert inapplicable({**raw, "block": "basic"}) == ["cardinality", "base_width", "dense_cardinality"]
+    assert inapplicable({**raw, "cardinality": [1]}) == ["base_width"]
+    assert inapplicable({**raw, "survival": "none"}) == ["survival_prob"]
+    no_dense = {k: v for k, v in raw.items() if k != "shortcut"}  # left out: Arch's identity shortcut
+    assert inapplicable(no_dense) == ["growth_rate", "bottleneck_size", "compression", "dense_cardinality"]
+    assert locate(raw, "stages[2].depth") == (raw["stages"][2], "depth")
+    assert locate(raw, "order") == (raw, "order")
+
+
 # -- exactness against brute force ------------------------------------------------------------------
 
 SMALL = """\
@@ -551,7 +601,7 @@ def test_scaling_a_classic_on_the_grid_gives_torchvision_s_shallower_and_narrowe
     from torchvision.models.resnet import BasicBlock, ResNet
 
     from resnas import count
-    from resnas._space import Scale
+    from resnas._space_moves import Scale
     from tests._reference import fvcore_flops
 
     space = SearchSpace.from_yaml(RESNET_FAMILY)
