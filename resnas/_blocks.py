@@ -1,9 +1,9 @@
 """Building blocks, each with a `cost(...)` beside it: same arguments as its constructor plus the input size.
 
-`BLOCKS` registers each block variant (shortcut kind x order): the module `build` makes and the writer of
-its class in an export's model.py. Classes that model.py holds as written here (`conv`, `DropPath`,
-`Stem`, `Projection`, `HighwayGate`, `Transition`, `Stage`, `Head`, `init_weights`) use nothing but torch
-outside their static methods, which model.py leaves out.
+Every module here takes plain values (ints, floats, bools, tuples, and the classes of its parts, as
+torchvision's ResNet takes its block class) and uses nothing but torch outside its `cost`, so an export's
+model.py holds these very sources (`resnas._export`); `resnas._build.plan` turns an `Arch` into a
+`Network`'s arguments.
 
 Costs use fvcore's convention (one FLOP per multiply-add of conv/linear, 2 per element of an eval-mode
 affine batch norm, 1 per input element of adaptive average pooling; activations, max/avg pooling,
@@ -13,15 +13,12 @@ element-wise arithmetic and concatenation are free) so that `flops` equals
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable
-from typing import Literal, NamedTuple, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from resnas._arch import Arch, Block, Order, Shortcut
 
 # A new gated block starts with T ~ sigmoid(-2) = 0.12, so it mostly carries its input (Highway networks).
 GATE_BIAS_INIT = -2.0
@@ -37,6 +34,9 @@ class Cost(NamedTuple):
     # A tuple, for speed: a search prices thousands of candidates. `+` adds costs, not concatenates.
     def __add__(self, other: tuple[int, ...]) -> Cost:  # type: ignore[override]
         return Cost(self[0] + other[0], self[1] + other[1], self[2] + other[2])
+
+    def __mul__(self, n: int) -> Cost:  # type: ignore[override]
+        return Cost(self[0] * n, self[1] * n, self[2] * n)
 
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
@@ -115,55 +115,52 @@ class Stem(nn.Module):
         return x
 
 
-# A channel count or stride, or (writing model.py) the name of the variable that holds it there.
-Size = TypeVar("Size", int, str)
 # (in channels, out channels, kernel, stride, groups) of one conv of a branch.
-ConvSpec = tuple[Size, Size, int, Size | int, Size | int]
+ConvSpec = tuple[int, int, int, int, int]
 
 
-def residual_convs(block: Block, cin: Size, inner: Size, out: Size, stride: Size, groups: Size | int
-                   ) -> list[ConvSpec[Size]]:
+def residual_convs(cin: int, inner: int, out: int, stride: int, groups: int, bottleneck: bool
+                   ) -> list[ConvSpec]:
     """Convs of a residual branch; the stride sits on the 3x3 as in torchvision (ResNet v1.5)."""
-    if block is Block.BASIC:
+    if not bottleneck:
         return [(cin, inner, 3, stride, 1), (inner, out, 3, 1, 1)]
     return [(cin, inner, 1, 1, 1), (inner, inner, 3, stride, groups), (inner, out, 1, 1, 1)]
 
 
-def dense_convs(block: Block, cin: Size, growth: Size, inner: Size, groups: Size | int
-                ) -> list[ConvSpec[Size]]:
+def dense_convs(cin: int, growth: int, inner: int, groups: int, bottleneck: bool) -> list[ConvSpec]:
     """Convs of a dense layer: 1x1 to `inner` (bottleneck_size x k), 3x3 to k (DenseNet-B); or a 3x3 to k."""
-    if block is Block.BASIC:
+    if not bottleneck:
         return [(cin, growth, 3, 1, 1)]
     return [(cin, inner, 1, 1, 1), (inner, growth, 3, 1, groups)]
 
 
-def _add_convs(module: nn.Module, specs: list[ConvSpec[int]], order: Order) -> None:
+def add_convs(module: nn.Module, specs: list[ConvSpec], pre: bool) -> None:
     """Register conv{i} and bn{i}; bn{i} normalises conv{i}'s input (pre) or output (post)."""
     for i, (cin, cout, kernel, stride, groups) in enumerate(specs, 1):
         module.add_module(f"conv{i}", conv(cin, cout, kernel, stride, groups))
-        module.add_module(f"bn{i}", nn.BatchNorm2d(cin if order is Order.PRE else cout))
+        module.add_module(f"bn{i}", nn.BatchNorm2d(cin if pre else cout))
 
 
-def _convs_cost(specs: list[ConvSpec[int]], order: Order, h: int, w: int) -> tuple[Cost, int, int]:
-    """Cost of `_add_convs(specs)`'s convs and BNs on an h x w input, and the output size."""
+def convs_cost(specs: list[ConvSpec], pre: bool, h: int, w: int) -> tuple[Cost, int, int]:
+    """Cost of `add_convs(specs)`'s convs and BNs on an h x w input, and the output size."""
     cost = Cost()
     for cin, cout, kernel, stride, groups in specs:
-        if order is Order.PRE:
+        if pre:
             cost += bn_cost(cin, h, w)
         c, h, w = conv_cost(cin, cout, kernel, stride, groups, False, h, w)
         cost += c
-        if order is Order.POST:
+        if not pre:
             cost += bn_cost(cout, h, w)
     return cost, h, w
 
 
-class _Branch(nn.Module):
+class Branch(nn.Module):
     """Shared forward of conv chains; subclasses register conv1..convN / bn1..bnN and `dropout`."""
 
     num_convs: int
     dropout: nn.Dropout | None
 
-    def _post_chain(self, x: torch.Tensor) -> torch.Tensor:
+    def post_chain(self, x: torch.Tensor) -> torch.Tensor:
         """conv-BN-ReLU, ..., conv-BN (dropout before the last conv); no ReLU at the end."""
         for i in range(1, self.num_convs + 1):
             if i == self.num_convs and self.dropout is not None:
@@ -173,7 +170,7 @@ class _Branch(nn.Module):
                 x = F.relu(x, inplace=True)
         return x
 
-    def _pre_chain(self, activated: torch.Tensor) -> torch.Tensor:
+    def pre_chain(self, activated: torch.Tensor) -> torch.Tensor:
         """conv1 on the already BN-ReLU'd input, then BN-ReLU-conv, ... (dropout before the last conv)."""
         x = activated
         for i in range(1, self.num_convs + 1):
@@ -240,97 +237,82 @@ class HighwayGate(nn.Conv2d):
         return torch.sigmoid(self(gate_input)) * (f - carry)
 
 
-GATES: dict[Shortcut, type[IdentityGate] | type[HighwayGate]] = {
-    Shortcut.IDENTITY: IdentityGate,
-    Shortcut.GATED: HighwayGate,
-}
+Gate = type[IdentityGate] | type[HighwayGate]
 
 
-class _ResidualBlock(_Branch):
-    """Parts shared by both orders: branch convs, projection shortcut, gate, stochastic depth."""
+class ResidualBlock(Branch):
+    """Parts shared by both orders: branch convs, projection shortcut, a `gate`, stochastic depth."""
 
-    def __init__(self, block: Block, shortcut: Shortcut, order: Order, cin: int, inner: int, out: int,
-                 stride: int, groups: int, dropout: float, survival_prob: float) -> None:
+    pre: bool  # BN-ReLU before each conv (PreActBlock), else after (PostActBlock)
+
+    def __init__(self, cin: int, inner: int, out: int, stride: int, bottleneck: bool, groups: int, gate: Gate,
+                 dropout: float, survival_prob: float) -> None:
         super().__init__()
-        specs = residual_convs(block, cin, inner, out, stride, groups)
+        specs = residual_convs(cin, inner, out, stride, groups, bottleneck)
         self.num_convs = len(specs)
-        _add_convs(self, specs, order)
+        add_convs(self, specs, self.pre)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
-        norm = order is Order.POST
-        self.shortcut = Projection(cin, out, stride, norm) if stride != 1 or cin != out else None
-        self.gate = GATES[shortcut](cin, out, stride)
+        self.shortcut = Projection(cin, out, stride, not self.pre) if stride != 1 or cin != out else None
+        self.gate = gate(cin, out, stride)
         self.drop_path = DropPath(survival_prob)
 
-    @staticmethod
-    def _cost(block: Block, shortcut: Shortcut, order: Order, cin: int, inner: int, out: int, stride: int,
-              groups: int, h: int, w: int) -> tuple[Cost, int, int]:
+    @classmethod
+    def cost(cls, cin: int, inner: int, out: int, stride: int, bottleneck: bool, groups: int, gate: Gate,
+             dropout: float, survival_prob: float, h: int, w: int) -> tuple[Cost, int, int]:
         """Cost of the branch convs, the projection (where the shape changes) and the gate."""
-        cost, ho, wo = _convs_cost(residual_convs(block, cin, inner, out, stride, groups), order, h, w)
+        specs = residual_convs(cin, inner, out, stride, groups, bottleneck)
+        cost, ho, wo = convs_cost(specs, cls.pre, h, w)
         if stride != 1 or cin != out:
-            cost += Projection.cost(cin, out, stride, order is Order.POST, h, w)
-        return cost + GATES[shortcut].cost(cin, out, stride, h, w), ho, wo
+            cost += Projection.cost(cin, out, stride, not cls.pre, h, w)
+        return cost + gate.cost(cin, out, stride, h, w), ho, wo
 
 
-class PostActBlock(_ResidualBlock):
+class PostActBlock(ResidualBlock):
     """y = ReLU(s + r): s = x | proj(x), r = F(x) | T(x)(F(x) - s), F = conv-BN(-ReLU-conv-BN)* (He 2015)."""
 
-    def __init__(self, block: Block, shortcut: Shortcut, cin: int, inner: int, out: int, stride: int,
-                 groups: int, dropout: float, survival_prob: float) -> None:
-        super().__init__(block, shortcut, Order.POST, cin, inner, out, stride, groups, dropout, survival_prob)
-
-    @staticmethod
-    def cost(block: Block, shortcut: Shortcut, cin: int, inner: int, out: int, stride: int, groups: int,
-             dropout: float, survival_prob: float, h: int, w: int) -> tuple[Cost, int, int]:
-        return _ResidualBlock._cost(block, shortcut, Order.POST, cin, inner, out, stride, groups, h, w)
+    pre = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self._post_chain(x)
+        f = self.post_chain(x)
         carry = x if self.shortcut is None else self.shortcut(x)
         return F.relu(carry + self.drop_path(self.gate.residual(x, carry, f)), inplace=True)
 
 
-class PreActBlock(_ResidualBlock):
+class PreActBlock(ResidualBlock):
     """a = ReLU(BN(x)), y = s + r: s = x | proj(a), r = F(a) | T(a)(F(a) - s), F = conv(-BN-ReLU-conv)*."""
 
-    def __init__(self, block: Block, shortcut: Shortcut, cin: int, inner: int, out: int, stride: int,
-                 groups: int, dropout: float, survival_prob: float) -> None:
-        super().__init__(block, shortcut, Order.PRE, cin, inner, out, stride, groups, dropout, survival_prob)
-
-    @staticmethod
-    def cost(block: Block, shortcut: Shortcut, cin: int, inner: int, out: int, stride: int, groups: int,
-             dropout: float, survival_prob: float, h: int, w: int) -> tuple[Cost, int, int]:
-        return _ResidualBlock._cost(block, shortcut, Order.PRE, cin, inner, out, stride, groups, h, w)
+    pre = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = F.relu(self.bn1(x), inplace=True)
-        f = self._pre_chain(a)
+        f = self.pre_chain(a)
         carry = x if self.shortcut is None else self.shortcut(a)
         return carry + self.drop_path(self.gate.residual(a, carry, f))
 
 
-class DenseLayer(_Branch):
+class DenseLayer(Branch):
     """y = [x, F(x)]: F = (BN-ReLU-conv1x1-)BN-ReLU-conv3x3 to k channels (pre), or conv-BN-ReLU units."""
 
-    def __init__(self, block: Block, order: Order, cin: int, growth: int, bottleneck_size: int, groups: int,
+    def __init__(self, cin: int, growth: int, bottleneck_size: int, bottleneck: bool, groups: int, pre: bool,
                  dropout: float, survival_prob: float) -> None:
         super().__init__()
-        specs = dense_convs(block, cin, growth, bottleneck_size * growth, groups)
-        self.order = order
+        specs = dense_convs(cin, growth, bottleneck_size * growth, groups, bottleneck)
+        self.pre = pre
         self.num_convs = len(specs)
-        _add_convs(self, specs, order)
+        add_convs(self, specs, pre)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.drop_path = DropPath(survival_prob)
 
     @staticmethod
-    def cost(block: Block, order: Order, cin: int, growth: int, bottleneck_size: int, groups: int,
+    def cost(cin: int, growth: int, bottleneck_size: int, bottleneck: bool, groups: int, pre: bool,
              dropout: float, survival_prob: float, h: int, w: int) -> tuple[Cost, int, int]:
-        return _convs_cost(dense_convs(block, cin, growth, bottleneck_size * growth, groups), order, h, w)
+        return convs_cost(dense_convs(cin, growth, bottleneck_size * growth, groups, bottleneck), pre, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.order is Order.PRE:
-            new = self._pre_chain(F.relu(self.bn1(x), inplace=True))
+        if self.pre:
+            new = self.pre_chain(F.relu(self.bn1(x), inplace=True))
         else:
-            new = F.relu(self._post_chain(x), inplace=True)
+            new = F.relu(self.post_chain(x), inplace=True)
         return torch.cat([x, self.drop_path(new)], 1)
 
 
@@ -358,18 +340,62 @@ class Transition(nn.Module):
         return self.pool(x) if self.pool is not None else x
 
 
-class Stage(nn.Module):
-    """A dense transition (dense nets, after the first stage) followed by the stage's blocks."""
+class ResidualStage(nn.Module):
+    """`block`s, one per survival probability: the first from cin with `stride`, the rest from out with 1."""
 
-    def __init__(self, blocks: list[nn.Module], transition: Transition | None = None) -> None:
+    def __init__(self, block: type[ResidualBlock], cin: int, inner: int, out: int, stride: int,
+                 bottleneck: bool, groups: int, gate: Gate, dropout: float, survival_probs: Sequence[float]
+                 ) -> None:
         super().__init__()
-        self.transition = transition
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*(
+            block(out if i else cin, inner, out, 1 if i else stride, bottleneck, groups, gate, dropout, p)
+            for i, p in enumerate(survival_probs)))
+
+    @staticmethod
+    def cost(block: type[ResidualBlock], cin: int, inner: int, out: int, stride: int, bottleneck: bool,
+             groups: int, gate: Gate, dropout: float, survival_probs: Sequence[float], h: int, w: int
+             ) -> tuple[Cost, int, int]:
+        # Blocks after the first are identical in eval mode: price one (a search prices deep candidates).
+        cost, h, w = block.cost(cin, inner, out, stride, bottleneck, groups, gate, dropout, 1.0, h, w)
+        rest = block.cost(out, inner, out, 1, bottleneck, groups, gate, dropout, 1.0, h, w)[0]
+        return cost + rest * (len(survival_probs) - 1), h, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class DenseStage(nn.Module):
+    """A Transition to (channels, pool stride) = `transition` where given, then `block`s (dense layers), one
+    per survival probability, each adding `growth` channels."""
+
+    def __init__(self, block: type[DenseLayer], cin: int, transition: tuple[int, int] | None, growth: int,
+                 bottleneck_size: int, bottleneck: bool, groups: int, pre: bool, dropout: float,
+                 survival_probs: Sequence[float]) -> None:
+        super().__init__()
+        self.transition = Transition(cin, *transition, pre) if transition else None
+        cin = transition[0] if transition else cin
+        self.blocks = nn.Sequential(*(
+            block(cin + i * growth, growth, bottleneck_size, bottleneck, groups, pre, dropout, p)
+            for i, p in enumerate(survival_probs)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transition is not None:
             x = self.transition(x)
         return self.blocks(x)
+
+    @staticmethod
+    def cost(block: type[DenseLayer], cin: int, transition: tuple[int, int] | None, growth: int,
+             bottleneck_size: int, bottleneck: bool, groups: int, pre: bool, dropout: float,
+             survival_probs: Sequence[float], h: int, w: int) -> tuple[Cost, int, int]:
+        cost = Cost()
+        if transition:
+            cost, h, w = Transition.cost(cin, *transition, pre, h, w)
+            cin = transition[0]
+        for i in range(len(survival_probs)):
+            c, h, w = block.cost(cin + i * growth, growth, bottleneck_size, bottleneck, groups, pre, dropout,
+                                 1.0, h, w)
+            cost += c
+        return cost, h, w
 
 
 class Head(nn.Module):
@@ -409,155 +435,20 @@ def init_weights(model: nn.Module, zero_last_bn: type[nn.Module] | None = None) 
             nn.init.zeros_(norms[-1].weight)
 
 
-# -- model.py classes of the blocks, specialised to one arch ----------------------------------------
+class Network(nn.Module):
+    """stem -> stages -> head, from plain values (`resnas._build.plan` makes them from an `Arch`).
 
-Projections = Literal["none", "some", "all"]  # which blocks of a residual net have a projection shortcut
+    `stages` holds a (stage class, its arguments) row per stage; `zero_last_bn`: see `init_weights`.
+    """
 
+    def __init__(self, stem: Mapping[str, Any], stages: Sequence[tuple[type[nn.Module], Mapping[str, Any]]],
+                 head: Mapping[str, Any], zero_last_bn: type[nn.Module] | None, num_classes: int,
+                 in_channels: int) -> None:
+        super().__init__()
+        self.stem = Stem(in_channels, **stem)
+        self.stages = nn.Sequential(*(stage(**kwargs) for stage, kwargs in stages))
+        self.head = Head(num_classes=num_classes, **head)
+        init_weights(self, zero_last_bn)
 
-def class_source(name: str, doc: str, params: str, init: list[str], forward: list[str]) -> str:
-    """class `name`: docstring `doc` (summary[, blank, paragraph]), `__init__(params)` = `init`, `forward`."""
-    summary, _, details = doc.partition("\n\n")
-    lines = [f"class {name}(nn.Module):"]
-    if details:
-        wrapped = [f"    {line}" for line in textwrap.wrap(details, 96)]
-        lines += [f'    """{summary}', ""] + wrapped + ['    """']
-    else:
-        lines.append(f'    """{summary}"""')
-    lines += ["", f"    def __init__(self, {params}) -> None:", "        super().__init__()"]
-    lines += [f"        {line}" for line in init]
-    lines += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
-    lines += [f"        {line}" for line in forward]
-    return "\n".join(lines) + "\n"
-
-
-def _conv_lines(specs: list[ConvSpec[str]], order: Order) -> list[str]:
-    """`_add_convs(specs)` written out: conv{i}, then bn{i} on conv{i}'s input (pre) or output (post)."""
-    lines = []
-    for i, (cin, cout, kernel, stride, groups) in enumerate(specs, 1):
-        args = [cin, cout, str(kernel)]
-        args += [str(stride)] * (stride != 1 or groups != 1) + [str(groups)] * (groups != 1)
-        lines.append(f"self.conv{i} = conv({', '.join(args)})")
-        lines.append(f"self.bn{i} = nn.BatchNorm2d({cin if order is Order.PRE else cout})")
-    return lines
-
-
-def _chain_lines(n: int, order: Order, dropout: bool, first: str, var: str, relu_last: bool) -> list[str]:
-    """`_Branch._post_chain` / `_pre_chain` unrolled into `var = ...` lines; `first`: the chain's input."""
-    lines, x = [], first
-    for i in range(1, n + 1):
-        inp = x if order is Order.POST or i == 1 else f"F.relu(self.bn{i}({x}))"
-        if i == n and dropout:
-            inp = f"self.dropout({inp})"
-        expr = f"self.conv{i}({inp})" if order is Order.PRE else f"self.bn{i}(self.conv{i}({inp}))"
-        if order is Order.POST and (i < n or relu_last):
-            expr = f"F.relu({expr}, inplace=True)"
-        lines.append(f"{var} = {expr}")
-        x = var
-    return lines
-
-
-def _residual_init(arch: Arch, projections: Projections, drop_path: bool) -> tuple[str, list[str]]:
-    """Parameters and `__init__` body of a model.py residual block: what resnas's registers, in order."""
-    basic = arch.block is Block.BASIC
-    inner, out = ("width", "width") if basic else ("inner", "out")
-    params = f"cin: int, {'width: int' if basic else 'inner: int, out: int'}, stride: int"
-    groups = "GROUPS" if arch.cardinality > 1 else 1
-    init = _conv_lines(residual_convs(arch.block, "cin", inner, out, "stride", groups), arch.order)
-    if arch.dropout > 0:
-        init.append("self.dropout = nn.Dropout(DROPOUT)")
-    projection = f"Projection(cin, {out}, stride, norm={arch.order is Order.POST})"
-    if projections == "some":
-        init.append(f"self.shortcut = {projection} if stride != 1 or cin != {out} else None")
-    elif projections == "all":
-        init.append(f"self.shortcut = {projection}")
-    if arch.shortcut is Shortcut.GATED:
-        init.append(f"self.gate = HighwayGate(cin, {out}, stride)")
-    if drop_path:
-        params += ", survival_prob: float"
-        init.append("self.drop_path = DropPath(survival_prob)")
-    return params, init
-
-
-def _residual_forward(arch: Arch, num_convs: int, projections: Projections, drop_path: bool) -> list[str]:
-    """`forward` of a model.py residual block: PostActBlock's or PreActBlock's, unrolled."""
-    pre = arch.order is Order.PRE
-    a = "a" if pre else "x"  # what the branch, the projection and the gate see
-    forward = ["a = F.relu(self.bn1(x))"] if pre else []
-    forward += _chain_lines(num_convs, arch.order, arch.dropout > 0, a, "f", relu_last=False)
-    carry = "x"
-    if projections != "none":
-        carry = "carry"
-        forward.append(f"carry = self.shortcut({a})" if projections == "all"
-                       else f"carry = x if self.shortcut is None else self.shortcut({a})")
-    residual = f"self.gate.residual({a}, {carry}, f)" if arch.shortcut is Shortcut.GATED else "f"
-    if drop_path:
-        residual = f"self.drop_path({residual})"
-    forward.append(f"return {carry} + {residual}" if pre else f"return F.relu({carry} + {residual})")
-    return forward
-
-
-def residual_source(arch: Arch, projections: Projections, drop_path: bool) -> str:
-    """model.py's PostActBlock / PreActBlock: y = (ReLU of) s + F or s + T (F - s), specialised to `arch`."""
-    pre = arch.order is Order.PRE
-    a = "a" if pre else "x"
-    kernels = [k for _, _, k, _, _ in residual_convs(arch.block, 0, 0, 0, 1, 1)]
-    convs = ", ".join(f"{k}x{k}" for k in kernels) + (" convs with BN-ReLU" if pre else " conv-BNs with ReLU")
-    carried = {"none": "s = x", "all": f"s = the projection of {a}",
-               "some": f"s = x, or the projection of {a} where the shape changes"}[projections]
-    y = f"s + T({a}) (F({a}) - s)" if arch.shortcut is Shortcut.GATED else f"s + F({a})"
-    if pre:
-        doc = (f"Pre-activation {arch.block.value} block (He et al. 2016).\n\n"
-               f"a = ReLU(BN(x)), y = {y}: F = {convs} between, {carried}.")
-    else:
-        doc = (f"Post-activation {arch.block.value} block (He et al. 2015).\n\n"
-               f"y = ReLU({y}): F = {convs} between, {carried}.")
-    if arch.shortcut is Shortcut.GATED:
-        doc += " T is the Highway gate."
-    params, init = _residual_init(arch, projections, drop_path)
-    forward = _residual_forward(arch, len(kernels), projections, drop_path)
-    return class_source((PreActBlock if pre else PostActBlock).__name__, doc, params, init, forward)
-
-
-def dense_source(arch: Arch, projections: Projections, drop_path: bool) -> str:
-    """model.py's DenseLayer: y = [x, F(x)], F adding GROWTH_RATE channels, specialised to `arch`."""
-    pre = arch.order is Order.PRE
-    groups = "GROUPS" if arch.cardinality > 1 else 1
-    specs = dense_convs(arch.block, "cin", "GROWTH_RATE", "BOTTLENECK_WIDTH", groups)
-    params, init = "cin: int", _conv_lines(specs, arch.order)
-    if arch.dropout > 0:
-        init.append("self.dropout = nn.Dropout(DROPOUT)")
-    if drop_path:
-        params += ", survival_prob: float"
-        init.append("self.drop_path = DropPath(survival_prob)")
-    first = "F.relu(self.bn1(x))" if pre else "x"
-    forward = _chain_lines(len(specs), arch.order, arch.dropout > 0, first, "new", relu_last=True)
-    forward.append(f"return torch.cat([x, {'self.drop_path(new)' if drop_path else 'new'}], 1)")
-    units = " then ".join(f"{'BN-ReLU-conv' if pre else 'conv-BN-ReLU'} {k}x{k}" for _, _, k, _, _ in specs)
-    doc = f"Dense layer (Huang et al. 2017): y = [x, F(x)], F = {units}."
-    return class_source(DenseLayer.__name__, doc, params, init, forward)
-
-
-# -- the registry: one entry per block variant ------------------------------------------------------
-
-
-class BlockKind(NamedTuple):
-    """A block variant: the module `build` makes, the writer of its model.py class, its initialisation."""
-
-    module: type[nn.Module]
-    source: Callable[[Arch, Projections, bool], str]  # (arch, projections, drop_path) -> class source
-    zero_last_bn: bool = False  # a new block starts as the identity (see `init_weights`)
-
-
-BLOCKS: dict[tuple[Shortcut, Order], BlockKind] = {
-    (Shortcut.IDENTITY, Order.POST): BlockKind(PostActBlock, residual_source, zero_last_bn=True),
-    (Shortcut.GATED, Order.POST): BlockKind(PostActBlock, residual_source),
-    (Shortcut.IDENTITY, Order.PRE): BlockKind(PreActBlock, residual_source),
-    (Shortcut.GATED, Order.PRE): BlockKind(PreActBlock, residual_source),
-    (Shortcut.DENSE, Order.POST): BlockKind(DenseLayer, dense_source),
-    (Shortcut.DENSE, Order.PRE): BlockKind(DenseLayer, dense_source),
-}
-
-
-def block_kind(arch: Arch) -> BlockKind:
-    """The registered variant of `arch`'s blocks."""
-    return BLOCKS[arch.shortcut, arch.order]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))

@@ -1,16 +1,38 @@
-"""`build` and `count`: one walk over the spec (`_plan`) feeds both, so they cannot disagree."""
+"""`plan`, `build`, `count`: `plan` makes an `Arch` plain values, which build a `Network` and price it."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 
-from resnas._arch import (MAX_CLASSES, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION, Arch, Order, Shortcut,
-                          Stem as StemKind, brief)
-from resnas._blocks import Cost, Head, Stage, Stem, Transition, block_kind, init_weights
+from resnas._arch import (
+    MAX_CLASSES,
+    MAX_RESOLUTION,
+    MAX_WIDTH,
+    MIN_RESOLUTION,
+    Arch,
+    Block,
+    Order,
+    Shortcut,
+    brief,
+)
+from resnas._arch import Stem as StemKind
+from resnas._blocks import (
+    Cost,
+    DenseLayer,
+    DenseStage,
+    Gate,
+    Head,
+    HighwayGate,
+    IdentityGate,
+    Network,
+    PostActBlock,
+    PreActBlock,
+    ResidualStage,
+    Stem,
+)
 from resnas._errors import ConfigError
 
 # Parameters `build` allocates at most: 2.1 G float32 weights are 8.6 GB before gradients and optimizer
@@ -18,18 +40,35 @@ from resnas._errors import ConfigError
 # wide_resnet101_2, has 127 M. Larger specs are typos that would exhaust memory.
 MAX_PARAMS = 2**31
 
-class _Part(NamedTuple):
-    """A module class and its constructor arguments; `cls.cost(**kwargs, h=, w=)` prices it."""
 
-    cls: Any
-    kwargs: dict[str, Any]
+class BlockKind(NamedTuple):
+    """A block variant: its block class, its gate (residual blocks), and whether it starts as the identity."""
+
+    block: type[nn.Module]
+    gate: Gate | None = None
+    zero_last_bn: bool = False  # its last BN starts at zero (see `init_weights`)
 
 
-class _StagePlan(NamedTuple):
-    """A stage: its dense transition (None for residual nets and a dense net's first stage), its blocks."""
+# One entry per block variant (shortcut kind x order).
+BLOCKS: dict[tuple[Shortcut, Order], BlockKind] = {
+    (Shortcut.IDENTITY, Order.POST): BlockKind(PostActBlock, IdentityGate, zero_last_bn=True),
+    (Shortcut.GATED, Order.POST): BlockKind(PostActBlock, HighwayGate),
+    (Shortcut.IDENTITY, Order.PRE): BlockKind(PreActBlock, IdentityGate),
+    (Shortcut.GATED, Order.PRE): BlockKind(PreActBlock, HighwayGate),
+    (Shortcut.DENSE, Order.POST): BlockKind(DenseLayer),
+    (Shortcut.DENSE, Order.PRE): BlockKind(DenseLayer),
+}
 
-    transition: _Part | None
-    blocks: list[_Part]
+Row = tuple[type[nn.Module], dict[str, Any]]  # a stage: its class and constructor arguments
+
+
+class Plan(NamedTuple):
+    """`Network`'s arguments but num_classes and in_channels: plain values, each block's survival included."""
+
+    stem: dict[str, Any]  # `Stem`'s, less in_channels
+    stages: list[Row]
+    head: dict[str, Any]  # `Head`'s, less num_classes
+    zero_last_bn: type[nn.Module] | None
 
 
 def dense_transition_width(channels: int, compression: float) -> int:
@@ -37,79 +76,50 @@ def dense_transition_width(channels: int, compression: float) -> int:
     return max(1, math.floor(channels * compression + 1e-9))
 
 
-def stem_kwargs(arch: Arch, in_channels: int) -> dict[str, Any]:
-    """`Stem` arguments: a pre-activation CIFAR net leaves the stem's BN-ReLU to its first block (He 2016)."""
-    imagenet = arch.stem is StemKind.IMAGENET
-    return dict(in_channels=in_channels, width=arch.stem_width, imagenet=imagenet,
-                norm=imagenet or arch.order is Order.POST)
-
-
-def _dense_plan(arch: Arch) -> tuple[list[_StagePlan], int]:
+def _dense_stages(arch: Arch, probs: list[float]) -> tuple[list[Row], int]:
     """Per stage: transition (1x1 conv to floor(compression x C), pool) then dense layers adding k each."""
-    probs = iter(arch.survival_probs())
-    growth, size = arch.growth_rate or 0, arch.bottleneck_size or 0  # set: validated for dense
-    layer = block_kind(arch).module
-    stages: list[_StagePlan] = []
+    growth = arch.growth_rate or 0  # set: validated for dense
+    layer = BLOCKS[arch.shortcut, arch.order].block
+    rows: list[Row] = []
     channels = arch.stem_width
     for i, spec in enumerate(arch.stages):
         transition = None
         if i > 0:
-            out = dense_transition_width(channels, arch.compression or 1.0)
-            transition = _Part(Transition, dict(cin=channels, cout=out, stride=spec.stride,
-                                                pre=arch.order is Order.PRE))
-            channels = out
-        layers = []
-        for _ in range(spec.depth):
-            layers.append(_Part(layer, dict(
-                block=arch.block, order=arch.order, cin=channels, growth=growth, bottleneck_size=size,
-                groups=arch.cardinality, dropout=arch.dropout, survival_prob=next(probs))))
-            channels += growth
-        stages.append(_StagePlan(transition, layers))
-    return stages, channels
+            transition = (dense_transition_width(channels, arch.compression or 1.0), spec.stride)
+        rows.append((DenseStage, dict(
+            block=layer, cin=channels, transition=transition, growth=growth,
+            bottleneck_size=arch.bottleneck_size, bottleneck=arch.block is Block.BOTTLENECK,
+            groups=arch.cardinality, pre=arch.order is Order.PRE, dropout=arch.dropout, survival_probs=tuple(probs[:spec.depth]))))
+        channels = (transition[0] if transition else channels) + spec.depth * growth
+        probs = probs[spec.depth:]
+    return rows, channels
 
 
-def _residual_plan(arch: Arch) -> tuple[list[_StagePlan], int]:
+def _residual_stages(arch: Arch, probs: list[float]) -> tuple[list[Row], int]:
     """Per stage: blocks, the first with the stage's stride (and a projection where the shape changes)."""
-    probs = iter(arch.survival_probs())
-    block = block_kind(arch).module
-    stages: list[_StagePlan] = []
+    kind = BLOCKS[arch.shortcut, arch.order]
+    rows: list[Row] = []
     channels = arch.stem_width
     for spec, (_, inner, out) in zip(arch.stages, arch.residual_widths()):
-        blocks = []
-        for j in range(spec.depth):
-            blocks.append(_Part(block, dict(
-                block=arch.block, shortcut=arch.shortcut, cin=channels, inner=inner, out=out,
-                stride=spec.stride if j == 0 else 1, groups=arch.cardinality, dropout=arch.dropout,
-                survival_prob=next(probs))))
-            channels = out
-        stages.append(_StagePlan(None, blocks))
-    return stages, channels
+        rows.append((ResidualStage, dict(
+            block=kind.block, cin=channels, inner=inner, out=out, stride=spec.stride,
+            bottleneck=arch.block is Block.BOTTLENECK, groups=arch.cardinality, gate=kind.gate,
+            dropout=arch.dropout, survival_probs=tuple(probs[:spec.depth]))))
+        channels = out
+        probs = probs[spec.depth:]
+    return rows, channels
 
 
-def _plan(arch: Arch) -> tuple[list[_StagePlan], int]:
-    """Every stage's transition and blocks with constructor arguments, and the final channel count."""
-    return _dense_plan(arch) if arch.shortcut is Shortcut.DENSE else _residual_plan(arch)
-
-
-class Network(nn.Module):
-    """stem -> stages -> head; built from an `Arch` by `resnas.build`."""
-
-    def __init__(self, arch: Arch, num_classes: int, in_channels: int) -> None:
-        super().__init__()
-        self.arch = arch
-        self.stem = Stem(**stem_kwargs(arch, in_channels))
-        plan, channels = _plan(arch)
-        self.stages = nn.Sequential(*(
-            Stage([p.cls(**p.kwargs) for p in s.blocks],
-                  s.transition.cls(**s.transition.kwargs) if s.transition else None)
-            for s in plan
-        ))
-        self.head = Head(channels, num_classes, final_norm=arch.order is Order.PRE)
-        kind = block_kind(arch)
-        init_weights(self, kind.module if kind.zero_last_bn else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
+def plan(arch: Arch) -> Plan:
+    """The stem's, every stage's and the head's constructor arguments, and the initialisation of `arch`."""
+    imagenet = arch.stem is StemKind.IMAGENET
+    # A pre-activation CIFAR net leaves the stem's BN-ReLU to its first block (He 2016).
+    stem = dict(width=arch.stem_width, imagenet=imagenet, norm=imagenet or arch.order is Order.POST)
+    stages = _dense_stages if arch.shortcut is Shortcut.DENSE else _residual_stages
+    rows, channels = stages(arch, arch.survival_probs())
+    kind = BLOCKS[arch.shortcut, arch.order]
+    return Plan(stem, rows, dict(cin=channels, final_norm=arch.order is Order.PRE),
+                kind.block if kind.zero_last_bn else None)
 
 
 def _check_io(num_classes: int, in_channels: int) -> None:
@@ -130,7 +140,7 @@ def check_resolution(resolution: int) -> None:
 def build(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> Network:
     """The PyTorch module of `arch`; accepts any input resolution >= 32."""
     check_buildable(arch, num_classes=num_classes, in_channels=in_channels)
-    return Network(arch, num_classes, in_channels)
+    return Network(*plan(arch), num_classes, in_channels)
 
 
 def check_buildable(arch: Arch, *, num_classes: int = 1000, in_channels: int = 3) -> None:
@@ -146,18 +156,9 @@ def count(arch: Arch, *, resolution: int = 224, num_classes: int = 1000, in_chan
     """FLOPs (== fvcore on the built module in eval mode), MACs and params of `arch`, by arithmetic alone."""
     _check_io(num_classes, in_channels)
     check_resolution(resolution)
-    cost, h, w = Stem.cost(**stem_kwargs(arch, in_channels), h=resolution, w=resolution)
-    plan, channels = _plan(arch)
-    # Blocks after a residual stage's first are identical up to survival_prob, which costs nothing in
-    # eval mode: price each distinct block once (a search screens thousands of deep candidates).
-    seen: dict[tuple[Any, ...], tuple[Cost, int, int]] = {}
-    for stage in plan:
-        parts = ([stage.transition] if stage.transition else []) + stage.blocks
-        for part in parts:
-            key = (part.cls, h, w, *(v for k, v in part.kwargs.items() if k != "survival_prob"))
-            priced = seen.get(key)
-            if priced is None:
-                priced = seen[key] = part.cls.cost(**part.kwargs, h=h, w=w)
-            c, h, w = priced
-            cost += c
-    return cost + Head.cost(channels, num_classes, arch.order is Order.PRE, h, w)
+    stem, stages, head, _ = plan(arch)
+    cost, h, w = Stem.cost(in_channels, **stem, h=resolution, w=resolution)
+    for stage, kwargs in stages:
+        c, h, w = stage.cost(**kwargs, h=h, w=w)  # type: ignore[attr-defined]  # every stage class has one
+        cost += c
+    return cost + Head.cost(num_classes=num_classes, **head, h=h, w=w)

@@ -12,8 +12,8 @@ Layout of an export folder:
     card.md              what the network is and costs, how it was trained, what it takes, how to load it
 
 model.py, the weights, model.pt2, model.onnx and arch.json always describe the same network: the one trained.
-model.py holds resnas._blocks' own source of the classes that need no specialising (`shared_source`) and,
-for the block, the class its `BLOCKS` entry writes for the arch; `export` checks it computes resnas's logits.
+model.py holds resnas._blocks' own source of the classes the network uses and its plan as a table
+(`resnas._model_source`); `export` checks it computes resnas's logits.
 
 Given an input contract (a trained network's), model.py also holds resnas._preprocess' source: its `Model`
 takes raw images (uint8 or float in [0, 1], any size) and resizes and normalises them as training did, unless
@@ -24,7 +24,6 @@ untrained export) every file takes normalised tensors at the export's resolution
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import inspect
@@ -33,8 +32,7 @@ import os
 import shutil
 import sys
 import tempfile
-import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -42,23 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnas._arch import Arch, Block, Order, Shortcut, Survival
-from resnas._blocks import (
-    GATE_BIAS_INIT,
-    DropPath,
-    Head,
-    HighwayGate,
-    Projection,
-    Projections,
-    Stage,
-    Stem,
-    Transition,
-    block_kind,
-    class_source,
-    conv,
-    init_weights,
-)
-from resnas._build import _plan, _StagePlan, build, check_resolution, stem_kwargs
+from resnas._arch import Arch
+from resnas._build import build, check_resolution
 from resnas._card import (
     ARCH_FILE,
     CARD_FILE,
@@ -79,11 +62,11 @@ from resnas._card import (
     describe,
     render,
     scrub,
-    sentence,
 )
 from resnas._contract import InputContract, Resize
 from resnas._errors import ConfigError, StorageError
-from resnas._preprocess import Preprocess, centre_offset, resize_bilinear
+from resnas._model_source import OURS, model_source
+from resnas._preprocess import Preprocess
 from resnas._runfolder import ensure_writable, sweep_temporaries
 
 __all__ = ["Card", "describe", "export", "load", "model_source", "onnx_missing"]
@@ -94,243 +77,6 @@ _MATCH_TOLERANCE = 1e-5
 _ONNX_TOLERANCE = 1e-4
 # The packages torch.onnx.export needs (onnxruntime only checks the file it writes).
 _ONNX_PACKAGES = ("onnx", "onnxscript")
-
-# -- model.py --------------------------------------------------------------------------------------
-
-# model.py's docstring says this: an export folder holding a model.py without it is not resnas's.
-_OURS = "Standalone: needs PyTorch only."
-_HEADER = '''\
-"""{title}
-
-{description}.
-
-{ours} `load()` builds the network and loads the weights.pt beside this
-file; `Model()` builds it freshly initialised. State-dict keys are resnas's own.{usage}
-"""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-'''
-
-_SURVIVAL_PROBS = '''\
-def survival_probs(num_blocks: int) -> list[float]:
-    """Stochastic depth, linear decay: block i of L survives with 1 - (i / L)(1 - SURVIVAL_PROB)."""
-    return [1.0 - (i / num_blocks) * (1.0 - SURVIVAL_PROB) for i in range(1, num_blocks + 1)]
-'''
-
-_LOAD = '''\
-def load(folder: str | Path | None = None{param}) -> Model:
-    """The trained network in eval mode, with the weights.pt in `folder` (default: beside this file).{doc}"""
-    path = Path(folder if folder is not None else Path(__file__).parent) / "weights.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{{path}}: no weights here (an untrained export?); "
-                                "Model() builds the network freshly initialised")
-    model = Model({arg})
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
-'''
-
-# model.py's docstring, and load()'s, on the input when the network preprocesses raw images.
-_RAW_USAGE = """
-
-It takes raw images: uint8 (0-255) or float (0-1) tensors N x C x H x W of any size, which `Preprocess`
-resizes, scales and normalises as training did (the constants below; preprocess.json says the same).
-`Model(normalized_input=True)` or `load(normalized_input=True)` skips that, for tensors already resized
-to RESOLUTION and normalised. Output i is CLASS_NAMES[i]."""
-_RAW_LOAD = """
-
-    normalized_input: it takes tensors already resized and normalised instead of raw images.
-    """
-
-
-def shared_source(obj: type | Callable[..., Any]) -> str:
-    """resnas._blocks' source of `obj` for model.py: as written, less a class's static methods (costs)."""
-    lines = inspect.getsource(obj).splitlines(keepends=True)
-    node = ast.parse("".join(lines)).body[0]
-    cut: set[int] = set()
-    for item in node.body if isinstance(node, ast.ClassDef) else []:
-        if isinstance(item, ast.FunctionDef) and any(
-                isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list):
-            first = item.decorator_list[0].lineno - 1
-            if not lines[first - 1].strip():
-                first -= 1  # the blank line before it
-            cut.update(range(first, item.end_lineno or first))
-    return "".join(line for i, line in enumerate(lines) if i not in cut)
-
-
-def _stage_table(arch: Arch, plan: list[_StagePlan]) -> list[str]:
-    """`STAGES = [...]`, one row per stage, after a comment saying what a row holds."""
-    transitions = any(s.transition for s in plan)
-    rows: list[Any]
-    if arch.shortcut is Shortcut.DENSE and transitions:
-        lines = ["# One row per stage: dense layers, and the transition before it as (output channels, pool "
-                 "stride),",
-                 f"# None for the first stage; transitions keep floor({arch.compression:g} x channels)."]
-        rows = [(len(s.blocks), (s.transition.kwargs["cout"], s.transition.kwargs["stride"])
-                 if s.transition else None) for s in plan]
-    elif arch.shortcut is Shortcut.DENSE:
-        lines, rows = ["# Dense layers per stage."], [len(s.blocks) for s in plan]
-    elif arch.block is Block.BASIC:
-        lines = ["# One row per stage: blocks, stride of its first block, width."]
-        rows = [(len(s.blocks), s.blocks[0].kwargs["stride"], s.blocks[0].kwargs["out"]) for s in plan]
-    else:
-        lines = ["# One row per stage: blocks, stride of its first block, inner (3x3) width, output width."]
-        rows = [(len(s.blocks), s.blocks[0].kwargs["stride"], s.blocks[0].kwargs["inner"],
-                 s.blocks[0].kwargs["out"]) for s in plan]
-    return lines + ["STAGES = [\n" + "".join(f"    {row!r},\n" for row in rows) + "]"]
-
-
-def _constants(arch: Arch, num_classes: int, in_channels: int, drop_path: bool, linear: bool) -> list[str]:
-    """model.py's constants: input, widths, groups, regularisation, gate bias."""
-    unit = "layer" if arch.shortcut is Shortcut.DENSE else "block"
-    consts = [f"IN_CHANNELS = {in_channels}", f"NUM_CLASSES = {num_classes}",
-              f"STEM_WIDTH = {arch.stem_width}"]
-    if arch.shortcut is Shortcut.DENSE:
-        consts.append(f"GROWTH_RATE = {arch.growth_rate}  # channels each dense layer adds")
-        if arch.block is Block.BOTTLENECK:
-            consts.append(f"BOTTLENECK_WIDTH = {(arch.bottleneck_size or 0) * (arch.growth_rate or 0)}  "
-                          f"# each layer's 1x1 conv: {arch.bottleneck_size} x the growth rate")
-    if arch.cardinality > 1:
-        consts.append(f"GROUPS = {arch.cardinality}  # groups of each {unit}'s 3x3 conv")
-    if arch.dropout > 0:
-        consts.append(f"DROPOUT = {arch.dropout!r}  # before each {unit}'s last conv")
-    if drop_path:
-        consts.append(f"SURVIVAL_PROB = {arch.survival_prob!r}  # stochastic depth: "
-                      + ("the last block's survival probability" if linear
-                         else "every block survives with this"))
-    if arch.shortcut is Shortcut.GATED:
-        consts.append(f"GATE_BIAS_INIT = {GATE_BIAS_INIT!r}  # a new gate starts at T ~ "
-                      f"sigmoid({GATE_BIAS_INIT:g}): its block mostly carries its input")
-    return consts
-
-
-def _block_classes(arch: Arch, plan: list[_StagePlan], drop_path: bool) -> list[str]:
-    """Sources of the block's class (its `BLOCKS` entry writes it) and of the classes it uses."""
-    projections: Projections = "none"
-    if arch.shortcut is not Shortcut.DENSE:
-        needs = [b.kwargs["stride"] != 1 or b.kwargs["cin"] != b.kwargs["out"]
-                 for s in plan for b in s.blocks]
-        projections = "all" if all(needs) else "some" if any(needs) else "none"
-    parts = [shared_source(Projection)] if projections != "none" else []
-    if arch.shortcut is Shortcut.GATED:
-        parts.append(shared_source(HighwayGate))
-    parts.append(block_kind(arch).source(arch, projections, drop_path))
-    if any(s.transition for s in plan):
-        parts.append(shared_source(Transition))
-    return parts
-
-
-def _stage_loop(arch: Arch, transitions: bool, prob: str) -> list[str]:
-    """The lines of `Model.__init__` that build `stages` from STAGES, as `_plan` does."""
-    if arch.shortcut is not Shortcut.DENSE:
-        widths, out = ("width", "width") if arch.block is Block.BASIC else ("inner, out", "out")
-        block = block_kind(arch).module.__name__
-        return [f"for depth, stride, {widths} in STAGES:",
-                "    blocks = []",
-                "    for i in range(depth):",
-                f"        blocks.append({block}(channels, {widths}, stride if i == 0 else 1{prob}))",
-                f"        channels = {out}",
-                "    stages.append(Stage(blocks))"]
-    layers = ["    layers = []",
-              "    for _ in range(depth):",
-              f"        layers.append(DenseLayer(channels{prob}))",
-              "        channels += GROWTH_RATE"]
-    if not transitions:
-        return ["for depth in STAGES:"] + layers + ["    stages.append(Stage(layers))"]
-    return (["for depth, before in STAGES:",
-             "    transition = None",
-             "    if before is not None:",
-             "        width, stride = before",
-             f"        transition = Transition(channels, width, stride, pre={arch.order is Order.PRE})",
-             "        channels = width"]
-            + layers + ["    stages.append(Stage(layers, transition))"])
-
-
-def _contract_constants(contract: InputContract) -> list[str]:
-    """model.py's input contract: what `Preprocess` does to a raw image, and the outputs' names."""
-    resize = ("the whole image stretched to a square" if contract.resize is Resize.STRETCH
-              else "shorter side to RESOLUTION, then the centre crop")
-    names = _tuple_lines("CLASS_NAMES", contract.class_names, "output i is CLASS_NAMES[i]")
-    return ["# The input contract (preprocess.json): how raw images became the network's training input.",
-            f"RESOLUTION = {contract.resolution}",
-            f"RESIZE = {contract.resize.value!r}  # {resize}; bilinear, antialiased",
-            f"MEAN = {contract.mean!r}  # per channel, of the training images scaled to [0, 1]",
-            f"STD = {contract.std!r}"] + names
-
-
-def _tuple_lines(name: str, values: tuple[str, ...], comment: str) -> list[str]:
-    """`name = (...)`: the values' literals packed into lines of at most 100 columns."""
-    rows, row = [], ""
-    for item in (repr(v) + "," for v in values):
-        if row and len(row) + len(item) + 5 > 100:
-            rows.append(row)
-            row = ""
-        row = f"{row} {item}" if row else item
-    return [f"{name} = (  # {comment}"] + [f"    {r}" for r in rows + [row]] + [")"]
-
-
-def _model(arch: Arch, plan: list[_StagePlan], drop_path: bool, linear: bool, raw: bool) -> str:
-    """The Model class: (Preprocess where `raw`,) stem, stages from STAGES, head, resnas's initialisation."""
-    kind = block_kind(arch)
-    transitions = any(s.transition for s in plan)
-    stem = stem_kwargs(arch, 0)
-    init = [f"self.stem = Stem(in_channels, STEM_WIDTH, imagenet={stem['imagenet']}, norm={stem['norm']})"]
-    if linear:
-        depth_rows = arch.shortcut is Shortcut.DENSE and not transitions  # STAGES rows are depths, not tuples
-        depths = "STAGES" if depth_rows else "row[0] for row in STAGES"
-        init.append(f"probs = iter(survival_probs(sum({depths})))")
-    init += ["channels = STEM_WIDTH", "stages = []"]
-    prob = ", next(probs)" if linear else ", SURVIVAL_PROB" if drop_path else ""
-    init += _stage_loop(arch, transitions, prob)
-    init += ["self.stages = nn.Sequential(*stages)",
-             f"self.head = Head(channels, num_classes, final_norm={arch.order is Order.PRE})"]
-    # After the network's own modules: its state-dict keys keep resnas's order, preprocess.* come last.
-    init += ["self.normalized_input = normalized_input",
-             "self.preprocess = Preprocess(RESOLUTION, MEAN, STD, RESIZE)"] * raw
-    init.append(f"init_weights(self, {kind.module.__name__})" if kind.zero_last_bn else "init_weights(self)")
-    stages = f"{len(arch.stages)} stage{'s' * (len(arch.stages) > 1)}"
-    params = "num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS"
-    forward = ["return self.head(self.stages(self.stem(x)))"]
-    parts = f"{stages} of {kind.module.__name__}s, head."
-    if not raw:
-        return class_source("Model", f"Stem, {parts}", params, init, forward)
-    doc = (f"Preprocess, stem, {parts}\n\nIt takes raw images, uint8 (0-255) or float (0-1), N x C x H x W "
-           "of any size; with normalized_input=True, tensors already resized to RESOLUTION and normalised "
-           "(the preprocessing skipped).")
-    forward = ["if not self.normalized_input:", "    x = self.preprocess(x)"] + forward
-    params += ",\n                 normalized_input: bool = False"  # model.py keeps to 110 columns
-    return class_source("Model", doc, params, init, forward)
-
-
-def model_source(arch: Arch, *, num_classes: int, in_channels: int, title: str,
-                 contract: InputContract | None = None) -> str:
-    """model.py of `arch`: constants (the input contract's too, when given), a per-stage table, the classes it
-    uses (`Preprocess` when given a contract), `Model`, `load()`."""
-    plan, _ = _plan(arch)
-    drop_path = any(p < 1.0 for p in arch.survival_probs())
-    linear = drop_path and arch.survival is Survival.LINEAR
-    raw = contract is not None
-    # The title comes from outside (a run folder's name): it must neither end the docstring nor escape.
-    heading = " ".join(title.split()).replace("\\", "/").replace('"""', "'''")
-    consts = _constants(arch, num_classes, in_channels, drop_path, linear) + _stage_table(arch, plan)
-    if contract is not None:
-        consts += [""] + _contract_constants(contract)
-    parts = [_HEADER.format(title=heading, description=textwrap.fill(sentence(arch), width=100), ours=_OURS,
-                            usage=_RAW_USAGE * raw) + "\n" + "\n".join(consts) + "\n"]
-    parts += [_SURVIVAL_PROBS] * linear + [shared_source(conv)] + [shared_source(DropPath)] * drop_path
-    parts += [shared_source(Stem)] + _block_classes(arch, plan, drop_path)
-    parts += [shared_source(Stage), shared_source(Head), shared_source(init_weights)]
-    parts += [shared_source(resize_bilinear), shared_source(centre_offset), shared_source(Preprocess)] * raw
-    parts += [_model(arch, plan, drop_path, linear, raw),
-              _LOAD.format(param=", normalized_input: bool = False" * raw, doc=_RAW_LOAD * raw,
-                           arg="normalized_input=normalized_input" * raw)]
-    return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
-
 
 # -- writing and reading an export folder ----------------------------------------------------------
 
@@ -567,7 +313,7 @@ def _check_out(out: Path) -> None:
         raise StorageError(f"{out} is a file, not a folder; pass a new folder", field="out")
     clash = [name for name in EXPORT_FILES if (out / name).exists()]
     model = out / MODEL_FILE
-    ours = model.is_file() and _OURS in model.read_text(encoding="utf-8", errors="replace")[:2000]
+    ours = model.is_file() and OURS in model.read_text(encoding="utf-8", errors="replace")[:2000]
     if clash and not ours:
         raise StorageError(f"{out} holds {', '.join(clash)}, which resnas did not write and will not "
                            "overwrite; pass a new or empty folder", field="out")

@@ -9,8 +9,18 @@ import torch
 import torch.nn.functional as F
 
 import resnas
-from resnas._arch import Block, Order, Shortcut
-from resnas._blocks import BLOCKS, GATE_BIAS_INIT, DenseLayer, DropPath, PostActBlock, PreActBlock
+from resnas._arch import Order, Shortcut
+from resnas._blocks import (
+    GATE_BIAS_INIT,
+    DenseLayer,
+    DropPath,
+    Gate,
+    HighwayGate,
+    IdentityGate,
+    PostActBlock,
+    PreActBlock,
+)
+from resnas._build import BLOCKS
 
 
 def _freeze_norms(module: torch.nn.Module) -> None:
@@ -33,10 +43,10 @@ def test_drop_path_is_per_sample_and_unbiased() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
-@pytest.mark.parametrize("shortcut", [Shortcut.IDENTITY, Shortcut.GATED])
-def test_residual_block_eval_equals_expected_training_output(shortcut: Shortcut) -> None:
+@pytest.mark.parametrize("gate", [IdentityGate, HighwayGate])
+def test_residual_block_eval_equals_expected_training_output(gate: Gate) -> None:
     torch.manual_seed(0)
-    block = PreActBlock(Block.BASIC, shortcut, cin=4, inner=4, out=4, stride=1, groups=1, dropout=0.0,
+    block = PreActBlock(cin=4, inner=4, out=4, stride=1, bottleneck=False, groups=1, gate=gate, dropout=0.0,
                         survival_prob=0.5)
     for p in block.parameters():  # any non-trivial weights
         torch.nn.init.normal_(p, std=0.3)
@@ -52,7 +62,7 @@ def test_residual_block_eval_equals_expected_training_output(shortcut: Shortcut)
 
 def test_dropped_dense_layer_adds_zeros() -> None:
     torch.manual_seed(0)
-    layer = DenseLayer(Block.BOTTLENECK, Order.PRE, cin=6, growth=4, bottleneck_size=2, groups=1, dropout=0.0,
+    layer = DenseLayer(cin=6, growth=4, bottleneck_size=2, bottleneck=True, groups=1, pre=True, dropout=0.0,
                        survival_prob=0.5)
     x = torch.randn(1000, 6, 4, 4)
     _freeze_norms(layer)
@@ -82,8 +92,8 @@ def test_network_eval_is_deterministic_and_training_is_stochastic() -> None:
 
 def test_new_highway_block_mostly_carries_its_input() -> None:
     torch.manual_seed(0)
-    block = PostActBlock(Block.BASIC, Shortcut.GATED, cin=8, inner=8, out=8, stride=1, groups=1, dropout=0.0,
-                         survival_prob=1.0).eval()
+    block = PostActBlock(cin=8, inner=8, out=8, stride=1, bottleneck=False, groups=1, gate=HighwayGate,
+                         dropout=0.0, survival_prob=1.0).eval()
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         t = torch.sigmoid(block.gate(x))

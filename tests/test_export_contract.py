@@ -24,7 +24,8 @@ import resnas
 from resnas._arch import Arch
 from resnas._commands.export import _folder_name
 from resnas._contract import InputContract, Resize
-from resnas._export import export, load, shared_source
+from resnas._export import export, load
+from resnas._model_source import shared_source
 from resnas._preprocess import Preprocess, centre_offset, resize_bilinear
 from resnas._runfolder import RunFolder
 from resnas.cli import main
