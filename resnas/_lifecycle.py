@@ -27,6 +27,8 @@ from resnas._budget import format_flops
 from resnas._build import count
 from resnas._config import DeviceName, SearchConfig
 from resnas._errors import ConfigError, ResnasError, StorageError
+from resnas._lock import exclusive
+from resnas._plots import trials_figure
 from resnas._runfolder import Owner, RunFolder
 from resnas._space_moves import Move, Scale
 from resnas._study import (
@@ -35,9 +37,7 @@ from resnas._study import (
     Study,
     Twin,
     arch_key,
-    exclusive,
     find_study,
-    lock_path,
     record_epoch,
     record_screen,
     record_start,
@@ -453,7 +453,8 @@ def train_trial(job: TrialJob, number: int, arch: Arch, data: DataSplits, *,
                 on_epoch: Callable[[int, float], None] | None = None,
                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
                 resume: Mapping[str, Any] | None = None) -> Outcome:
-    """Build `arch` seeded by the trial's number and train it; a candidate that cannot train fails, never raises.
+    """Build `arch` seeded by the trial's number and train it; a candidate that cannot train (`CandidateFailed`)
+    fails, never raises; any other error propagates.
 
     Out of GPU memory, it is trained again from scratch with the batch split in twice as many micro-batches
     (the same effective batch), up to MAX_BATCH_SPLITS times, before it fails.
@@ -471,10 +472,10 @@ def train_trial(job: TrialJob, number: int, arch: Arch, data: DataSplits, *,
                 accumulation *= 2
                 continue
             return Outcome(TrialState.FAILED, reason=f"{e.reason}: {e} (also in {accumulation} micro-batches)")
-        except (CandidateFailed, RuntimeError, ValueError) as e:
-            # A candidate that cannot train (NaN loss, a numerical error) must not stop the search.
-            reason = getattr(e, "reason", type(e).__name__)
-            return Outcome(TrialState.FAILED, reason=f"{reason}: {str(e).splitlines()[0] if str(e) else ''}")
+        except CandidateFailed as e:
+            # A candidate that cannot train (non-finite loss) must not stop the search; anything else is a
+            # bug or the machine's, not the candidate's: it propagates with its traceback.
+            return Outcome(TrialState.FAILED, reason=f"{e.reason}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def _train_once(job: TrialJob, number: int, arch: Arch, data: DataSplits, accumulation: int,
@@ -532,7 +533,7 @@ class SearchCore:
         self._next_plot = self._started + PLOT_INTERVAL_S
         self._timed_out = False
         self.opened = False
-        self._lock = lock_path(folder.study_url(cfg.storage), folder.path)
+        self._lock = folder.study_lock(cfg.storage)
 
     @classmethod
     def prepare(cls, cfg: SearchConfig, report: Report) -> SearchCore:
@@ -780,7 +781,7 @@ class SearchCore:
         self.folder.write_trials(recs)
         self.folder.keep_weights(recs, self.cfg.keep_top)
         if final or time.monotonic() >= self._next_plot:
-            self.folder.plot(recs, self.cfg.budget)
+            self.folder.save_plot(trials_figure(recs, self.cfg.budget))
             self._next_plot = time.monotonic() + PLOT_INTERVAL_S
         return recs
 

@@ -20,7 +20,16 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from resnas._errors import ResnasError
-from resnas._lifecycle import Faults, Outcome, Pruned, Report, SearchCore, Started, resolve_device, train_trial
+from resnas._lifecycle import (
+    Faults,
+    Outcome,
+    Pruned,
+    Report,
+    SearchCore,
+    Started,
+    resolve_device,
+    train_trial,
+)
 from resnas._study import Progress
 
 if TYPE_CHECKING:

@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
     from resnas._data import DataSplits
 
-TUNE_DIR = "ray"  # in the run folder: Tune's storage path
 EXPERIMENT = "tune"  # Tune's experiment under it, kept while the search is unfinished (to resume it)
 STATE_FILE = "state.pt"  # the training state in each epoch's checkpoint
 MAX_TRIAL_FAILURES = 2  # retries of a trial whose worker died, each from its last checkpoint
@@ -459,7 +458,7 @@ def _experiment(core: SearchCore) -> tuple[str, str]:
     study under --storage-path (which other searches may share)."""
     path = core.cfg.storage_path
     if path is None:
-        return str((core.folder.path / TUNE_DIR).resolve()), EXPERIMENT
+        return str(core.folder.tune_dir.resolve()), EXPERIMENT
     return (path if "://" in path else str(Path(path).resolve())), f"resnas-{core.study.id[:12]}"
 
 

@@ -11,6 +11,9 @@ Layout of a run folder (`--out`):
     best/trained_arch.json the network actually trained: arch.json narrowed by the proxy width
     best/weights.pt        its state dict: loads into build(trained_arch.json) with the training input's
                            classes and channels (run.json's training_input)
+    .study.lock            the lock processes sharing the study take turns through (beside study.db)
+    ray/                   Ray Tune's experiment while a Ray search runs (`--backend ray`)
+    export/                `resnas export`'s networks unless --out says otherwise
     verify/                `resnas verify`: verify.json (recipe, networks), verify.csv (one row per network
                            and seed), summary.json, verify.png, weights/<network>.pt (seed 0's)
 
@@ -40,8 +43,6 @@ from resnas._trial import COLUMNS, TrialRecord, TrialState, pareto_front, ranked
 if TYPE_CHECKING:
     import torch
 
-    from resnas._verify import Summary
-
 RUN_FILE = "run.json"
 STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.csv"
@@ -49,6 +50,9 @@ PLOT_FILE = "accuracy_vs_flops.png"
 WEIGHTS_DIR = "weights"
 BEST_DIR = "best"
 VERIFY_DIR = "verify"
+TUNE_DIR = "ray"
+EXPORT_DIR = "export"
+STUDY_LOCK = ".study.lock"
 # What resnas writes in a run folder besides run.json: found in a folder without run.json, they are a user's.
 RUN_NAMES = (STUDY_FILE, TRIALS_FILE, PLOT_FILE, WEIGHTS_DIR, BEST_DIR, VERIFY_DIR)
 
@@ -205,8 +209,8 @@ class RunFolder:
 
     def finished_trials(self) -> int:
         """Trained trials this folder holds results of (trials.csv rows, kept weights): what must not be lost."""
-        trained = sum(r.get("state") in (TrialState.COMPLETE.value, TrialState.PRUNED.value)
-                      for r in self.read_trials())
+        # Read as text: a damaged file still tells what must not be overwritten.
+        trained = sum(r.get("state") in (TrialState.COMPLETE.value, TrialState.PRUNED.value) for r in self._rows())
         folder = self.path / WEIGHTS_DIR
         return max(trained, len(list(folder.glob("trial_*.pt"))) if folder.is_dir() else 0)
 
@@ -217,6 +221,26 @@ class RunFolder:
     def study_url(self, storage: str | None) -> str:
         """The study's Optuna storage: `storage`, else study.db in this folder."""
         return storage or f"sqlite:///{(self.path / STUDY_FILE).resolve()}"
+
+    def study_lock(self, storage: str | None) -> Path:
+        """The lock the processes of the study take turns through: beside a SQLite study's file (every process
+        on it sees that one), else in this folder."""
+        url = self.study_url(storage)
+        if url.startswith("sqlite:///"):
+            db = Path(url.removeprefix("sqlite:///"))
+            if os.access(db.parent, os.W_OK):
+                return db.with_name(f".{db.name}.lock")
+        return self.path / STUDY_LOCK
+
+    @property
+    def tune_dir(self) -> Path:
+        """Ray Tune's storage path while a Ray search runs (removed when it ends)."""
+        return self.path / TUNE_DIR
+
+    @property
+    def export_dir(self) -> Path:
+        """Where `resnas export` writes unless told otherwise."""
+        return self.path / EXPORT_DIR
 
     # -- run.json ---------------------------------------------------------------------------------
 
@@ -230,11 +254,7 @@ class RunFolder:
         if not path.is_file():
             raise StorageError(f"{self.path} is not a resnas run folder (no {RUN_FILE}); pass the output folder "
                                "of a search")
-        try:
-            run: dict[str, Any] = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise StorageError(f"{path} is corrupt ({e}); rerun the search or restore the file") from None
-        return run
+        return read_json(path, "rerun the search or restore the file") or {}
 
     # -- trials.csv -------------------------------------------------------------------------------
 
@@ -246,13 +266,25 @@ class RunFolder:
             writer.writerow(r.row())
         atomic_write(self.path / TRIALS_FILE, buf.getvalue().encode())
 
-    def read_trials(self) -> list[dict[str, str]]:
-        """trials.csv's rows as strings; none before the first trial has finished."""
+    def _rows(self) -> list[dict[str, str]]:
+        """trials.csv's rows as text (none without the file)."""
         try:
-            with open(self.path / TRIALS_FILE, newline="") as f:
+            with open(self.path / TRIALS_FILE, newline="", errors="replace") as f:
                 return list(csv.DictReader(f))
         except FileNotFoundError:
             return []
+
+    def read_trials(self) -> list[TrialRecord]:
+        """trials.csv's records (none before the first trial has finished); a damaged row is a StorageError."""
+        path = self.path / TRIALS_FILE
+        records = []
+        for row in self._rows():
+            try:
+                records.append(TrialRecord.from_row(row))
+            except ValueError as e:
+                raise StorageError(f"{path}: trial {row.get('number')} is damaged ({e}); restore the file from "
+                                   "the study (rerun the search to rewrite it)") from None
+        return records
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -295,37 +327,8 @@ class RunFolder:
             os.replace(tmp, folder / "weights.pt")
         atomic_write(folder / "trial.json", _json(best.row()))
 
-    # -- the plot ---------------------------------------------------------------------------------
-
-    def plot(self, records: list[TrialRecord], budget: int) -> None:
-        """accuracy_vs_flops.png: every trained trial against its deployment FLOPs, budget line, Pareto front."""
-        # A bare Figure renders without pyplot: no backend chosen, no global figure state left behind.
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 4.5), dpi=110)
-        ax = fig.add_subplot()
-        styles = {TrialState.COMPLETE: ("o", "tab:blue", "complete"), TrialState.PRUNED: ("x", "tab:gray", "pruned")}
-        for state, (marker, color, label) in styles.items():
-            pts = [(r.flops / 1e9, r.val_accuracy) for r in records
-                   if r.state is state and r.flops is not None and r.val_accuracy is not None]
-            if pts:
-                ax.scatter(*zip(*pts), marker=marker, color=color, label=f"{label} ({len(pts)})", alpha=0.8)
-        for r in records:  # the classics by name: the points the search must beat
-            if r.name and r.state is TrialState.COMPLETE and r.flops is not None and r.val_accuracy is not None:
-                ax.annotate(r.name, (r.flops / 1e9, r.val_accuracy), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
-        front = pareto_front(records)
-        if front:
-            ax.plot([r.flops / 1e9 for r in front], [r.val_accuracy for r in front], "-", color="tab:red",
-                    marker="*", markersize=11, label="Pareto front")
-        rejected = sum(r.state is TrialState.OVER_BUDGET for r in records)
-        ax.axvline(budget / 1e9, color="black", linestyle="--", label=f"budget {budget / 1e9:g} GFLOPs")
-        ax.set_xlabel("FLOPs at the deployment input (G, fvcore's count)")
-        ax.set_ylabel("validation accuracy")
-        ax.set_title(f"{len(records)} trials, {rejected} rejected over budget (not trained, not shown)", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
+    def save_plot(self, fig: Any) -> None:
+        """accuracy_vs_flops.png (`resnas._plots.trials_figure`)."""
         save_figure(fig, self.path / PLOT_FILE)
 
 
@@ -341,13 +344,10 @@ class SweepFolder:
     def read(self) -> dict[str, Any] | None:
         """sweep.json, None without one; a StorageError for a corrupt one."""
         path = self.path / SWEEP_FILE
-        if not path.is_file():
+        sweep = read_json(path, "restore it or pass a new folder")
+        if sweep is None:
             return None
-        try:
-            sweep = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise StorageError(f"{path} is corrupt ({e}); restore it or pass a new folder") from None
-        if not isinstance(sweep, dict) or not isinstance(sweep.get("runs"), list):
+        if not isinstance(sweep.get("runs"), list):
             raise StorageError(f"{path} was not written by resnas sweep; pass a new folder")
         return sweep
 
@@ -391,14 +391,7 @@ class VerifyFolder:
         atomic_write(self.path / self.SUMMARY, _json(summary))
 
     def _read_json(self, name: str) -> dict[str, Any] | None:
-        path = self.path / name
-        if not path.is_file():
-            return None
-        try:
-            data: dict[str, Any] = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise StorageError(f"{path} is corrupt ({e}); move {self.path} away to verify afresh") from None
-        return data
+        return read_json(self.path / name, f"move {self.path} away to verify afresh")
 
     def read_units(self) -> list[dict[str, str]]:
         """verify.csv's rows, one per finished unit (none before the first)."""
@@ -427,31 +420,27 @@ class VerifyFolder:
         """A kept state dict; a StorageError naming the file when it is missing or damaged."""
         return read_state(self.weights_path(label, seed), f"move {self.path} away to verify afresh")
 
-    def plot(self, summary: Summary) -> None:
-        """verify.png: each network's selection-split accuracy per seed and its mean, classics in orange, the pick
-        in green, most accurate first."""
-        from matplotlib.figure import Figure
-
-        scores = summary.scores
-        fig = Figure(figsize=(7, 0.9 + 0.45 * len(scores)), dpi=110)
-        ax = fig.add_subplot()
-        for y, s in enumerate(reversed(scores)):
-            color = "tab:green" if s is summary.pick else "tab:orange" if s.network.kind.value == "classic" \
-                else "tab:blue"
-            ax.scatter(list(s.accuracies.values()), [y] * len(s.accuracies), color=color, alpha=0.6, s=18)
-            ax.errorbar([s.mean], [y], xerr=[[s.spread], [s.spread]], fmt="D", color=color, capsize=3)
-        labels = [f"{s.network.label} ({'pick, ' if s is summary.pick else ''}{s.network.kind.value}, "
-                  f"{s.network.flops / 1e9:.2f} GFLOPs)" for s in reversed(scores)]
-        ax.set_yticks(range(len(scores)), labels, fontsize=8)
-        ax.set_xlabel("selection-split accuracy (dots: seeds; diamond: mean +/- spread)")
-        ax.set_title(summary.verdict, fontsize=7, wrap=True)
-        ax.grid(alpha=0.3, axis="x")
-        fig.tight_layout()
+    def save_plot(self, fig: Any) -> None:
+        """verify.png (`resnas._plots.verify_figure`)."""
         save_figure(fig, self.path / self.PLOT)
 
 
 def _json(data: Any, *, sort_keys: bool = False) -> bytes:
     return json.dumps(data, indent=2, sort_keys=sort_keys).encode()
+
+
+def read_json(path: Path, fix: str) -> dict[str, Any] | None:
+    """A JSON object file of the folder; None without one; a StorageError naming `path` and `fix` when it is
+    not JSON, not UTF-8 or not an object."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StorageError(f"{path} is corrupt ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise StorageError(f"{path} is corrupt (a JSON {type(data).__name__}, not an object); {fix}") from None
+    return data
 
 
 def read_state(path: Path, fix: str) -> dict[str, torch.Tensor]:

@@ -7,16 +7,12 @@ them. Only Optuna's public API is used: a trial cut off by a dead process is mar
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import socket
 import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -230,30 +226,6 @@ def _storage_error(storage: str, e: Exception) -> StorageError:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     return StorageError(f"cannot use the study's storage {storage}: {first}; restore it from a backup or pass a "
                         "new run folder")
-
-
-@contextlib.contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Hold the advisory lock of `path` while the block runs (processes that share a study take turns).
-
-    fcntl.flock, not a lock file: the kernel releases it when its process dies, even by SIGKILL. Not
-    re-entrant: a process must not nest two blocks on one path.
-    """
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def lock_path(storage: str, folder: Path) -> Path:
-    """The lock beside a SQLite study's file (every process on it shares that), else in the run folder."""
-    if storage.startswith("sqlite:///"):
-        db = Path(storage.removeprefix("sqlite:///"))
-        if os.access(db.parent, os.W_OK):
-            return db.with_name(f".{db.name}.lock")
-    return folder / ".study.lock"
 
 
 class Study:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -84,6 +84,38 @@ class TrialRecord:
             if out[k] is not None:
                 out[k] = round(out[k], digits)
         return {k: "" if v is None else v for k, v in out.items()}
+
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, str]) -> TrialRecord:
+        """A trials.csv row read back (columns a file predates are empty); ValueError for a damaged cell."""
+        try:
+            values: dict[str, Any] = {k: _CELL.get(k, str)(row.get(k) or "") for k in COLUMNS}
+            values["state"] = TrialState(row.get("state"))
+            values["number"] = int(row["number"])
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+        return cls(**values)
+
+
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda text: kind(text) if text else None
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError(f"{text[:40]!r} is not a JSON object")
+    return value
+
+
+# How each trials.csv cell is read back (the rest are text).
+_CELL: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(("flops", "params", "macs", "train_flops"), _optional(int)),
+    **dict.fromkeys(("val_accuracy", "budget_fraction", "duration_s", "images_per_s"), _optional(float)),
+    "epochs": lambda text: int(text) if text else 0,
+    "arch": _optional(_json_dict), "trained_arch": _optional(_json_dict),
+}
 
 
 COLUMNS = tuple(f.name for f in fields(TrialRecord))

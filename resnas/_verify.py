@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 import statistics
 import time
@@ -29,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from resnas._arch import Arch
 from resnas._budget import format_flops
 from resnas._errors import ConfigError, StorageError
+from resnas._plots import VerifiedPoint, verify_figure
 from resnas._runfolder import RunFolder, VerifyFolder
-from resnas._trial import NEAR_BEST, Origin
+from resnas._trial import NEAR_BEST, Origin, TrialRecord, TrialState, pareto, ranked
 
 if TYPE_CHECKING:
     import torch
@@ -138,52 +138,47 @@ class Network:
                    d["proxy_accuracy"], d.get("origin", ""))
 
 
-def choose(rows: Sequence[Mapping[str, str]], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
+def choose(records: Sequence[TrialRecord], recipe: Recipe, run: Mapping[str, Any]) -> list[Network]:
     """Searched trials (`_searched`) and the half-sized classics, then the classics (pruned ones too), each
     architecture once."""
-    complete = [r for r in rows if r["state"] == "complete" and r["val_accuracy"]]
+    complete = ranked(list(records))
     if not complete:
         raise StorageError("the run has no complete trial yet: let the search train some, then verify")
-    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
     searched = _searched(complete, recipe.top)
     # The half-sized classics test the product's promise directly: verified whatever the pruner made of them
     # (its one-epoch accuracies say little, and these are cheap to train).
-    halves = [r for r in rows if Origin.of(r.get("origin", "")) is Origin.SCALED
-              and r["state"] in ("complete", "pruned") and r.get("arch") and r not in searched]
-    networks = [_from_row(r, NetworkKind.SEARCHED) for r in [*searched, *halves]]
+    halves = [r for r in records if Origin.of(r.origin) is Origin.SCALED
+              and r.state in (TrialState.COMPLETE, TrialState.PRUNED) and r.arch and r not in searched]
+    networks = [_network(r, NetworkKind.SEARCHED) for r in [*searched, *halves]]
     # A classic the pruner stopped early is still a baseline the search must beat.
-    classics = [r for r in complete if r.get("name")] + \
-        [r for r in rows if r["state"] == "pruned" and r.get("name") and r.get("arch")]
+    classics = [r for r in complete if r.name] + \
+        [r for r in records if r.state is TrialState.PRUNED and r.name and r.arch]
     if recipe.baselines is None:
         seen: set[str] = set()
         for r in classics:  # complete ones first, best first: one row per classic
-            if r["name"] not in seen:
-                seen.add(r["name"])
-                networks.append(_from_row(r, NetworkKind.CLASSIC))
+            if r.name not in seen:
+                seen.add(r.name)
+                networks.append(_network(r, NetworkKind.CLASSIC))
     else:
-        trained = {r["name"]: r for r in reversed(classics)}
-        networks += [_from_row(trained[n], NetworkKind.CLASSIC) if n in trained else _named(n, run)
+        trained = {r.name: r for r in reversed(classics)}
+        networks += [_network(trained[n], NetworkKind.CLASSIC) if n in trained else _named(n, run)
                      for n in recipe.baselines]
     return networks
 
 
-def _searched(complete: Sequence[Mapping[str, str]], top: int) -> list[Mapping[str, str]]:
+def _searched(complete: Sequence[TrialRecord], top: int) -> list[TrialRecord]:
     """`top` searched trials: the proxy's most accurate, then the cheapest of those within NEAR_BEST of the best
     trial (classics included) that are more accurate than every cheaper one, then the next most accurate.
 
     The proxy cannot tell networks that close apart, so the cheap ones among them are the candidates for a pick
     that costs less than the best at the same accuracy.
     """
-    searched = [r for r in complete if not r.get("name")]
+    searched = [r for r in complete if not r.name]
     if not searched:
         return []
-    top_accuracy = float(complete[0]["val_accuracy"])
-    near = sorted((r for r in searched if float(r["val_accuracy"]) >= top_accuracy - NEAR_BEST),
-                  key=lambda r: (int(r["flops"] or 0), -float(r["val_accuracy"])))
-    front: list[Mapping[str, str]] = []
-    for r in near:  # cheapest first; each more accurate than all cheaper ones
-        if not front or float(r["val_accuracy"]) > float(front[-1]["val_accuracy"]):
-            front.append(r)
+    top_accuracy = complete[0].val_accuracy or 0.0
+    near = [r for r in searched if (r.val_accuracy or 0.0) >= top_accuracy - NEAR_BEST]
+    front = pareto(near, lambda r: r.flops or 0, lambda r: r.val_accuracy or 0.0)
     chosen = [searched[0]]
     for r in front + searched:
         if len(chosen) >= top:
@@ -193,12 +188,12 @@ def _searched(complete: Sequence[Mapping[str, str]], top: int) -> list[Mapping[s
     return chosen
 
 
-def _from_row(row: Mapping[str, str], kind: NetworkKind) -> Network:
+def _network(rec: TrialRecord, kind: NetworkKind) -> Network:
     """A trial as a network to verify; a pruned trial's accuracy (of fewer epochs) is left out of the ranking."""
-    arch = Arch.from_dict(json.loads(row["arch"]))
-    label = row["name"] if kind is NetworkKind.CLASSIC else f"#{row['number']}"
-    proxy = float(row["val_accuracy"]) if row["state"] == "complete" and row["val_accuracy"] else None
-    return Network(label, kind, arch, int(row["flops"]), int(row["number"]), proxy, row.get("origin", ""))
+    arch = Arch.from_dict(rec.arch or {})
+    label = rec.name if kind is NetworkKind.CLASSIC else f"#{rec.number}"
+    proxy = rec.val_accuracy if rec.state is TrialState.COMPLETE else None
+    return Network(label, kind, arch, rec.flops or 0, rec.number, proxy, rec.origin)
 
 
 def _named(name: str, run: Mapping[str, Any]) -> Network:
@@ -605,7 +600,9 @@ def verify(folder: RunFolder, recipe: Recipe, *, device: torch.device, data: Dat
     summary = summarize(the_plan.networks, units, rule=rule, margin=margin)
     summary = _tested(summary, out, recipe, data, device)
     out.write_summary(summary.to_dict())
-    out.plot(summary)
+    out.save_plot(verify_figure([VerifiedPoint(s.network.label, s.network.kind.value, s.network.flops,
+                                               list(s.accuracies.values()), s.mean, s.spread, s is summary.pick)
+                                 for s in summary.scores], summary.verdict))
     return summary
 
 

@@ -16,6 +16,7 @@ import torch
 
 import resnas
 from resnas._runfolder import RunFolder
+from resnas._trial import TrialRecord
 from resnas._verify import (
     Network,
     NetworkKind,
@@ -228,6 +229,11 @@ SEARCH = ["search", "--space", SPACE, "--budget", "50M", "--epochs", "1", "--tra
 VERIFY = ["--top", "2", "--seeds", "2", "--drop-below", "100", "--epochs", "1", "--train-samples", "512"]
 
 
+def _records(rows: list[dict[str, str]]) -> list[TrialRecord]:
+    """trials.csv rows as RunFolder.read_trials gives them."""
+    return [TrialRecord.from_row(r) for r in rows]
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -364,13 +370,13 @@ def test_a_named_classic_under_the_budget_is_verified_even_if_the_study_did_not_
              "arch": arch}]
     recipe = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=3,
                     baselines=("resnet20", "resnet32"))
-    nets = choose(rows, recipe, run)
+    nets = choose(_records(rows), recipe, run)
     assert [(n.label, n.kind, n.trial, n.flops) for n in nets] == [
         ("resnet20", NetworkKind.CLASSIC, 0, 41_218_688), ("resnet32", NetworkKind.CLASSIC, None, 69_759_616)]
     # By default every classic the study trained, a pruned one too (its fewer-epoch accuracy left out of the tau).
     pruned = {"number": "1", "state": "pruned", "name": "resnet32", "val_accuracy": "0.3", "flops": "69759616",
               "arch": json.dumps(resnas.zoo.get("resnet32").to_dict())}
-    nets = choose([*rows, pruned], Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1,
+    nets = choose(_records([*rows, pruned]), Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1,
                                           top=3), run)
     assert [(n.label, n.trial, n.proxy_accuracy) for n in nets] == [("resnet20", 0, 0.5), ("resnet32", 1, None)]
 
@@ -409,11 +415,11 @@ def test_verify_takes_the_proxy_best_then_the_cheapest_near_it_and_the_half_size
             row(5, "0.70", 10_000_000),  # cheapest of all but 11 points behind: not near
             row(6, "0.40", 14_000_000, state="pruned", origin="scaled resnet20@d0.33")]
     recipe = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=3)
-    labels = [n.label for n in choose(rows, recipe, run)]
+    labels = [n.label for n in choose(_records(rows), recipe, run)]
     assert labels == ["#1", "#2", "#3", "#6", "resnet20"]
     two = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=2)
-    assert [n.label for n in choose(rows, two, run)] == ["#1", "#2", "#6", "resnet20"]
+    assert [n.label for n in choose(_records(rows), two, run)] == ["#1", "#2", "#6", "resnet20"]
     # Beyond the front, the next most accurate fill --top.
     five = Recipe(epochs=1, train_samples=10, batch_size=8, lr=0.1, width=0.5, seeds=1, top=5)
-    assert [n.label for n in choose(rows, five, run)] == ["#1", "#2", "#3", "#4", "#5", "#6", "resnet20"]
-    assert next(n for n in choose(rows, recipe, run) if n.label == "#6").origin == "scaled resnet20@d0.33"
+    assert [n.label for n in choose(_records(rows), five, run)] == ["#1", "#2", "#3", "#4", "#5", "#6", "resnet20"]
+    assert next(n for n in choose(_records(rows), recipe, run) if n.label == "#6").origin == "scaled resnet20@d0.33"

@@ -4,7 +4,6 @@ trials, each used as a `Model` or counted under the `Exclusion` that keeps it ou
 from __future__ import annotations
 
 import enum
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from resnas._arch import Arch
 from resnas._errors import DataError, StorageError
 from resnas._runfolder import RUN_FILE, RunFolder, SweepFolder
 from resnas._space_table import applicable
-from resnas._trial import Origin, TrialState
+from resnas._trial import Origin, TrialRecord, TrialState
 
 # Fewer complete sampled trials per budget than this cannot say anything about a space of ~10 dimensions.
 MIN_TRIALS = 8
@@ -39,7 +38,7 @@ class Run:
 
     path: Path
     settings: Mapping[str, Any]
-    rows: list[dict[str, str]]
+    rows: list[TrialRecord]
     space_sha: str | None
     verified: Mapping[str, Any] | None
 
@@ -119,44 +118,41 @@ def check_comparable(runs: Sequence[Run]) -> None:
                                 f"{first.settings.get(key)!r}: their accuracies do not compare; analyze them apart")
 
 
-# -- trials.csv rows: the only code that reads their fields ------------------------------------------
+# -- trials: which ones the statistics use ----------------------------------------------------------
 
 
-def classify(row: Mapping[str, str], epochs: int) -> Exclusion | None:
-    """Why a trials.csv row stays out of the statistics, or None when it is used."""
-    state = row.get("state", "")
-    if state == "pruned":
-        return Exclusion.PRUNED
-    if state == "duplicate":
-        return Exclusion.DUPLICATE
-    if state == "over_budget":
-        return Exclusion.OVER_BUDGET
-    if state != "complete" or not row.get("val_accuracy") or not row.get("arch") or not row.get("flops"):
+def classify(rec: TrialRecord, epochs: int) -> Exclusion | None:
+    """Why a trial stays out of the statistics, or None when it is used."""
+    excluded = {TrialState.PRUNED: Exclusion.PRUNED, TrialState.DUPLICATE: Exclusion.DUPLICATE,
+                TrialState.OVER_BUDGET: Exclusion.OVER_BUDGET}
+    if rec.state in excluded:
+        return excluded[rec.state]
+    if rec.state is not TrialState.COMPLETE or not rec.val_accuracy or not rec.arch or not rec.flops:
         return Exclusion.NOT_TRAINED
-    if row.get("name"):
+    if rec.name:
         return Exclusion.CLASSIC
-    if Origin.of(row.get("origin", "")) in (Origin.MOVE, Origin.SCALED):  # chosen, not drawn
+    if Origin.of(rec.origin) in (Origin.MOVE, Origin.SCALED):  # chosen, not drawn
         return Exclusion.MOVE
-    if int(row.get("epochs") or 0) < epochs:
+    if rec.epochs < epochs:
         return Exclusion.SHORT
     return None
 
 
-def _model(run: Run, row: Mapping[str, str]) -> Model:
-    """A used trials.csv row as a Model; a damaged row is a one-line StorageError."""
+def _model(run: Run, rec: TrialRecord) -> Model:
+    """A used trial as a Model; an arch that is no architecture is a one-line StorageError."""
+    arch = rec.arch or {}
     try:
-        arch = json.loads(row["arch"])
-        return Model(str(run.path), int(row["number"]), float(row["val_accuracy"]), int(row["flops"]), run.budget,
-                     applicable(Arch.from_dict(arch)), arch)
+        values = applicable(Arch.from_dict(arch))
     except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise StorageError(f"{run.path / 'trials.csv'}: trial {row.get('number')} is damaged ({type(e).__name__}: "
+        raise StorageError(f"{run.path / 'trials.csv'}: trial {rec.number} is damaged ({type(e).__name__}: "
                            f"{e}); restore the file from the study (rerun the search to rewrite it)") from None
+    return Model(str(run.path), rec.number, rec.val_accuracy or 0.0, rec.flops or 0, run.budget, values, arch)
 
 
 def classics(runs: Sequence[Run]) -> list[tuple[str, float, int]]:
     """Each complete queued classic of the runs, in their order: name, accuracy and deployment FLOPs."""
-    return [(r["name"], float(r["val_accuracy"]), int(r["flops"])) for run in runs for r in run.rows
-            if r.get("name") and r.get("state") == TrialState.COMPLETE.value and r.get("val_accuracy")]
+    return [(r.name, r.val_accuracy or 0.0, r.flops or 0) for run in runs for r in run.rows
+            if r.name and r.state is TrialState.COMPLETE and r.val_accuracy]
 
 
 # -- samples ----------------------------------------------------------------------------------------

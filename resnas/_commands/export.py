@@ -13,37 +13,29 @@ from resnas._commands.count import resolve_arch
 from resnas._contract import InputContract
 from resnas._errors import ConfigError, UserError
 from resnas._runfolder import RunFolder, ensure_writable, read_state
-from resnas._trial import TrialState
+from resnas._trial import TrialRecord, ranked
 
 
-def _arch(row: dict[str, str], key: str) -> Arch | None:
-    """The Arch in column `key` of a trials.csv row, or None where the column is empty."""
-    text = row.get(key) or ""
-    return Arch.from_json(text) if text else None
+def _numbers(records: list[TrialRecord]) -> str:
+    """'3, 7, 12': the trial numbers of `records`, or 'none'."""
+    return ", ".join(str(r.number) for r in records) or "none"
 
 
-def _numbers(rows: list[dict[str, str]]) -> str:
-    """'3, 7, 12': the trial numbers of `rows`, or 'none'."""
-    return ", ".join(r["number"] for r in rows) or "none"
-
-
-def _select(run: RunFolder, top: int | None, trial: int | None) -> list[dict[str, str]]:
-    """trials.csv rows to export: trial N, or the `top` best complete trials whose weights were kept."""
+def _select(run: RunFolder, top: int | None, trial: int | None) -> list[TrialRecord]:
+    """Trials to export: trial N, or the `top` best complete trials whose weights were kept."""
     run_dir = run.path
     rows = run.read_trials()
-    complete = [r for r in rows if r["state"] == TrialState.COMPLETE.value and r["val_accuracy"]]
+    complete = ranked(rows)
     if not complete:
         raise UserError(f"{run_dir} has no complete trial yet, so no trained network to export; "
                         "let the search finish a trial, or export an untrained network with --arch")
-    # Best validation accuracy first, fewer FLOPs breaking ties: the order of resnas._trial.ranked.
-    complete.sort(key=lambda r: (-float(r["val_accuracy"]), int(r["flops"] or 0), int(r["number"])))
-    kept = [r for r in complete if run.weights_path(int(r["number"])).is_file()]
+    kept = [r for r in complete if run.weights_path(r.number).is_file()]
     if trial is not None:
-        row = next((r for r in rows if int(r["number"]) == trial), None)
+        row = next((r for r in rows if r.number == trial), None)
         if row is None:
             raise UserError(f"{run_dir} has no trial {trial}; its trials are numbered 0 to {len(rows) - 1}")
         if row not in kept:
-            raise UserError(f"trial {trial} ({row['state']}) has no kept weights in {run_dir}; trials with "
+            raise UserError(f"trial {trial} ({row.state.value}) has no kept weights in {run_dir}; trials with "
                             f"weights: {_numbers(kept)} (a search keeps its --keep-top best and its "
                             "Pareto front)")
         return [row]
@@ -51,8 +43,8 @@ def _select(run: RunFolder, top: int | None, trial: int | None) -> list[dict[str
         raise UserError(f"--top must be at least 1, got {top}")
     best = complete[0]
     if top is None and best not in kept:
-        raise UserError(f"the best trial, {best['number']}, has no weights file "
-                        f"({run.weights_path(int(best['number']))}): restore it, or export another trial with "
+        raise UserError(f"the best trial, {best.number}, has no weights file "
+                        f"({run.weights_path(best.number)}): restore it, or export another trial with "
                         f"--trial N (trials with weights: {_numbers(kept)})")
     if not kept:
         raise UserError(f"no complete trial of {run_dir} has kept weights (complete: {_numbers(complete)})")
@@ -63,13 +55,13 @@ def _select(run: RunFolder, top: int | None, trial: int | None) -> list[dict[str
     return kept[: top or 1]
 
 
-def _card(run: dict[str, Any], run_dir: Path, row: dict[str, str], searched: Arch) -> dict[str, Any]:
+def _card(run: dict[str, Any], run_dir: Path, row: TrialRecord, searched: Arch) -> dict[str, Any]:
     """The card facts of one trial, from run.json and its trials.csv row."""
     settings = run.get("settings", {})
     card: dict[str, Any] = {
-        "title": f"Trial {row['number']} of run {run_dir.resolve().name}",
-        "trial": int(row["number"]),
-        "val_accuracy": float(row["val_accuracy"]),
+        "title": f"Trial {row.number} of run {run_dir.resolve().name}",
+        "trial": row.number,
+        "val_accuracy": row.val_accuracy,
         "data": run.get("data"),
         "proxy_width": run.get("proxy_width"),
         "deployment_input": run.get("deployment_input"),
@@ -119,7 +111,7 @@ def _export_run(args: argparse.Namespace) -> int:
     if not training:
         raise UserError(f"{run_dir}/run.json does not say the training input (classes, channels) "
                         "yet: the search has not loaded its data, or an older resnas wrote it; run the search")
-    out = Path(args.out) if args.out else run_dir / "export"
+    out = Path(args.out) if args.out else folder.export_dir
     verified = folder.verification().read_summary()
     if verified is not None and args.top is None and args.trial is None:
         return _export_verified(folder, run, verified, out)
@@ -127,18 +119,19 @@ def _export_run(args: argparse.Namespace) -> int:
     contract = _contract(run, "input_contract", run_dir / "run.json", _search_again(run))
     ensure_writable(out, "--out")
     for row in selected:
-        number = int(row["number"])
-        searched = _arch(row, "arch")
-        if searched is None:
+        number = row.number
+        if row.arch is None:
             raise UserError(f"trial {number} in {run_dir}/trials.csv has no arch")
+        searched = Arch.from_dict(row.arch)
         # Rows without trained_arch come from runs that recorded only the proxy width.
-        trained = _arch(row, "trained_arch") or searched.narrowed(float(run.get("proxy_width", 1.0)))
+        trained = Arch.from_dict(row.trained_arch) if row.trained_arch else \
+            searched.narrowed(float(run.get("proxy_width", 1.0)))
         state = read_state(folder.weights_path(number), "restore it, or export another trial with --trial N")
         exported = export(trained, state, out / f"trial_{number:04d}", num_classes=training["classes"],
                            in_channels=training["channels"], resolution=training["resolution"],
                            card=_card(run, run_dir, row, searched),  # type: ignore[arg-type]
                            contract=contract)
-        print(f"trial {number}: val acc {float(row['val_accuracy']):.4f} -> {exported}")
+        print(f"trial {number}: val acc {row.val_accuracy or 0.0:.4f} -> {exported}")
     if args.top is not None and len(selected) < args.top:
         print(f"only {len(selected)} complete trial(s) have kept weights; exported those")
     _note_onnx()

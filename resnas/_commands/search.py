@@ -13,6 +13,7 @@ from typing import Any
 
 from resnas._budget import format_flops
 from resnas._config import Backend, DeviceName, Objectives, PrunerName, SamplerName, SearchConfig
+from resnas._runfolder import STUDY_FILE
 from resnas._trial import Origin, TrialRecord, TrialState, pareto_front, ranked
 
 DEFAULT_SPACE = "search_spaces/resnet_family.yaml"
@@ -66,7 +67,7 @@ class Reporter:
                 f"{data.in_channels}x{data.resolution}x{data.resolution} input, width x{proxy_width:g}, on {device}")
         pruner = "none (multi-objective)" if cfg.multi_objective else cfg.pruner.value
         c.print(f"  sampler {cfg.sampler.value}, pruner {pruner}, objectives {cfg.objectives.value}; "
-                f"study {cfg.study!r} in {cfg.storage or str(Path(cfg.out) / 'study.db')}")
+                f"study {cfg.study!r} in {cfg.storage or str(Path(cfg.out) / STUDY_FILE)}")
         if done:
             c.print(f"  resuming: {done} of {cfg.trials} candidates already trained")
         if recovered:
