@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import resnas  # noqa: E402
 from resnas._data import load_verification  # noqa: E402
-from resnas._verify import Network, NetworkKind, Recipe, paired_interval, train_unit  # noqa: E402
+from resnas._verdict import Network, NetworkKind, paired_interval  # noqa: E402
+from resnas._verify import Recipe, train_unit  # noqa: E402
 
 
 def neighbours() -> dict[str, resnas.Arch]:

@@ -29,10 +29,11 @@ from resnas._budget import parse_budget  # noqa: E402
 from resnas._build import build, count  # noqa: E402
 from resnas._config import SearchConfig  # noqa: E402
 from resnas._data import DataSplits, load_verification  # noqa: E402
-from resnas._lifecycle import load_training_data, screen  # noqa: E402
+from resnas._lifecycle import load_training_data  # noqa: E402
+from resnas._proposals import screen  # noqa: E402
 from resnas._space import SearchSpace  # noqa: E402
 from resnas._train import TrainConfig, train_candidate  # noqa: E402
-from resnas._verify import kendall_tau  # noqa: E402
+from resnas._verdict import kendall_tau  # noqa: E402
 
 
 def spearman(x: list[float], y: list[float]) -> float:

@@ -101,8 +101,19 @@ def _enum(cls: type[enum.Enum], name: str, value: Any) -> Any:
         raise ConfigError(f"{name}: {brief(value)} is not one of {allowed}") from None
 
 
+def is_integer(value: Any) -> bool:
+    """An int, not a bool (which Python counts as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite(value: Any) -> bool:
+    """A real, finite number: not a bool, nan or inf, nor an int too large for a float (float() overflows)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 \
+        and math.isfinite(value)
+
+
 def _int(name: str, value: Any, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise ConfigError(f"{name}: expected an integer, got {brief(value)}")
     if value < minimum:
         raise ConfigError(f"{name}: {brief(value)} must be >= {minimum}")
@@ -112,9 +123,7 @@ def _int(name: str, value: Any, minimum: int, maximum: int) -> int:
 
 
 def _float(name: str, value: Any) -> float:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    # float() of an int beyond 1.8e308 raises OverflowError: such a value is as unusable as inf.
-    if not number or abs(value) > 1e300 or not math.isfinite(value):
+    if not is_finite(value):
         raise ConfigError(f"{name}: expected a finite number, got {brief(value)}")
     return float(value)
 
@@ -129,7 +138,7 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         _int("depth", self.depth, 1, MAX_BLOCKS)
-        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride not in (1, 2):
+        if not is_integer(self.stride) or self.stride not in (1, 2):
             raise ConfigError(f"stride: {brief(self.stride)} must be 1 or 2")
         if self.width is not None:
             _int("width", self.width, 1, MAX_WIDTH)

@@ -17,6 +17,7 @@ from resnas._arch import (
     Order,
     Shortcut,
     brief,
+    is_integer,
 )
 from resnas._arch import Stem as StemKind
 from resnas._blocks import (
@@ -125,14 +126,13 @@ def plan(arch: Arch) -> Plan:
 def _check_io(num_classes: int, in_channels: int) -> None:
     """num_classes and in_channels are positive integers within limits, or a ConfigError says which is not."""
     for name, v, most in (("num_classes", num_classes, MAX_CLASSES), ("in_channels", in_channels, MAX_WIDTH)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        if not is_integer(v) or not 1 <= v <= most:
             raise ConfigError(f"{name}: {brief(v)} must be a positive integer <= {most}")
 
 
 def check_resolution(resolution: int) -> None:
     """`resolution` is an integer in [MIN_RESOLUTION, MAX_RESOLUTION], or a ConfigError says it is not."""
-    if (isinstance(resolution, bool) or not isinstance(resolution, int)
-            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+    if not is_integer(resolution) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise ConfigError(f"{brief(resolution)} must be an integer >= {MIN_RESOLUTION} and <= {MAX_RESOLUTION}",
                           field="resolution")
 

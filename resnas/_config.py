@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import math
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
-from resnas._arch import MAX_RESOLUTION, brief
+from resnas._arch import MAX_RESOLUTION, brief, is_finite, is_integer
 from resnas._budget import MAX_BUDGET
 from resnas._errors import ConfigError
 
@@ -49,7 +49,7 @@ MAX_SEED = 2**31 - 1
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     """`value` is an integer in [minimum, maximum], or a ConfigError names the field."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise ConfigError(f"must be an integer, got {brief(value)}", field=name)
     if value < minimum:
         raise ConfigError(f"must be at least {minimum}, got {value}", field=name)
@@ -57,10 +57,13 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) 
         raise ConfigError(f"must be at most {maximum}, got {brief(value)}", field=name)
 
 
-def _finite(value: Any) -> bool:
-    """Whether `value` is a real, finite number (not a bool, nan or inf)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300
-            and math.isfinite(value))
+class Proxy(NamedTuple):
+    """How a search trained its candidates, as run.json records it."""
+
+    epochs: int
+    train_samples: int
+    batch_size: int
+    lr: float
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,12 @@ class SearchConfig:
     objectives: Objectives = Objectives.ACCURACY
     device: DeviceName = DeviceName.AUTO
     keep_top: int = 3
-    # Train the zoo networks the space contains under the budget first (resnas._lifecycle.Openings).
+    # Train the zoo networks the space contains under the budget first (resnas._proposals.Openings).
     classics: bool = True
     # Then one fitting architecture per shortcut kind no classic covers (off in a sweep: not a random draw).
     first_of_each_kind: bool = True
     # After the openings, this share of the trials are one-step moves of the best trial so far
-    # (resnas._lifecycle.LocalMoves), interleaved with the sampler's picks; 0 turns them off.
+    # (resnas._proposals.LocalMoves), interleaved with the sampler's picks; 0 turns them off.
     local_moves: float = 0.5
     timeout: float | None = None
     backend: Backend = Backend.OPTUNA
@@ -117,17 +120,17 @@ class SearchConfig:
                            ("device", DeviceName), ("backend", Backend)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         self._check_counts()
-        if not (_finite(self.lr) and self.lr > 0):
+        if not (is_finite(self.lr) and self.lr > 0):
             raise ConfigError(f"must be positive and finite, got {brief(self.lr)}", field="lr")
-        if self.proxy_width is not None and not (_finite(self.proxy_width) and 0 < self.proxy_width <= 1):
+        if self.proxy_width is not None and not (is_finite(self.proxy_width) and 0 < self.proxy_width <= 1):
             raise ConfigError(f"must be in (0, 1], got {brief(self.proxy_width)}", field="proxy_width")
-        if self.timeout is not None and not (_finite(self.timeout) and self.timeout > 0):
+        if self.timeout is not None and not (is_finite(self.timeout) and self.timeout > 0):
             raise ConfigError(f"must be a positive, finite number of seconds, got {brief(self.timeout)}; leave "
                               "it out for no time limit", field="timeout")
         if self.train_resolution is not None:
             # At least 32: the stem and stride-2 stages of a resnas network need it.
             _check_int("train_resolution", self.train_resolution, 32, MAX_RESOLUTION)
-        if not (_finite(self.local_moves) and 0 <= self.local_moves <= 1):
+        if not (is_finite(self.local_moves) and 0 <= self.local_moves <= 1):
             raise ConfigError(f"must be in [0, 1], got {brief(self.local_moves)}", field="local_moves")
         self._check_ray_settings()
 
@@ -149,10 +152,10 @@ class SearchConfig:
         if self.workers is not None and self.backend is Backend.RAY:
             raise ConfigError("is for the optuna backend; Ray runs as many trials as the cluster fits (or "
                               "max_concurrent)", field="workers")
-        if self.cpus_per_trial is not None and not (_finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+        if self.cpus_per_trial is not None and not (is_finite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise ConfigError(f"must be positive and finite, got {brief(self.cpus_per_trial)}",
                               field="cpus_per_trial")
-        if self.gpus_per_trial is not None and not (_finite(self.gpus_per_trial) and 0 <= self.gpus_per_trial <= 1):
+        if self.gpus_per_trial is not None and not (is_finite(self.gpus_per_trial) and 0 <= self.gpus_per_trial <= 1):
             raise ConfigError(f"must be in [0, 1] (a trial trains on one device; a fraction shares a GPU), got "
                               f"{self.gpus_per_trial}", field="gpus_per_trial")
         if self.storage_path is not None and not self.storage_path.strip():
@@ -165,6 +168,17 @@ class SearchConfig:
     @property
     def multi_objective(self) -> bool:
         return self.objectives is Objectives.ACCURACY_FLOPS
+
+    @classmethod
+    def proxy_of(cls, settings: Mapping[str, Any]) -> Proxy:
+        """The proxy training run.json's `settings` record, this class's defaults where they say nothing."""
+        defaults = {f.name: f.default for f in fields(cls)}
+
+        def get(key: str) -> Any:
+            value = settings.get(key)
+            return defaults[key] if value is None else value
+
+        return Proxy(int(get("epochs")), int(get("train_samples")), int(get("batch_size")), float(get("lr")))
 
     def fingerprint(self, space_text: str, proxy_width: float) -> dict[str, Any]:
         """The settings that define a study: a resumed run must use the same ones."""

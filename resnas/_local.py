@@ -19,16 +19,14 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from resnas._candidate import Outcome, Pruned, train_trial
 from resnas._errors import ResnasError
 from resnas._lifecycle import (
     Faults,
-    Outcome,
-    Pruned,
     Report,
     SearchCore,
     Started,
     resolve_device,
-    train_trial,
 )
 from resnas._study import Progress
 

@@ -19,6 +19,9 @@ What Ray changes, and nothing else (proposals, screening, settling, the study an
   whenever the driver died between a trial's start and Tune's next snapshot.) Tune's experiment folder,
   <out>/ray/tune, belongs to one driver: a dead driver's is replaced, and it is removed when the search ends.
 
+Over 500 lines because all of resnas's contact with Ray is here (searcher, callbacks, trainable, scheduler,
+connecting and the jobs client), so that nothing else imports it and a Ray release changes one module.
+
 Ray reads RAY_AUTH_MODE once, when it is imported, and turns token authentication on by itself only for a
 local cluster or address "auto"; `prefer_token_auth` therefore runs before `import ray` below.
 """
@@ -59,8 +62,9 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
+from resnas._candidate import TrialJob, train_trial  # noqa: E402
 from resnas._config import DeviceName, PrunerName, SearchConfig  # noqa: E402
-from resnas._lifecycle import Faults, Idle, SearchCore, Started, TrialJob, train_trial  # noqa: E402
+from resnas._lifecycle import Faults, Idle, SearchCore, Started  # noqa: E402
 from resnas._study import Progress, prunes  # noqa: E402
 from resnas._trial import TrialState  # noqa: E402
 

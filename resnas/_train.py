@@ -15,6 +15,9 @@ whole batch's (the same effective batch, less activation memory; BatchNorm sees 
 
 A run can be continued where it stopped: `on_checkpoint` hands out the full training state after each
 epoch, and `resume=` takes it back (Ray Tune retries a trial whose worker died from its last epoch).
+
+Over 500 lines because the epoch loop, its checkpoint/resume state, streamed batches and the failure
+hooks share one `_Run`; split apart, each piece would need the others' internals.
 """
 
 from __future__ import annotations

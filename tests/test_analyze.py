@@ -16,13 +16,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from resnas._analyze import (Exclusion, Run, analyze, bootstrap_difference, check_comparable, edf, quartile_bins,
-                             refine, write)
+from resnas._analyze import (
+    Exclusion,
+    Run,
+    analyze,
+    bootstrap_difference,
+    check_comparable,
+    edf,
+    quartile_bins,
+    refine,
+    write,
+)
 from resnas._commands import analyze as command
 from resnas._errors import DataError, ResnasError
 from resnas._space import SearchSpace
 from resnas._trial import COLUMNS
-
 from tests._e2e import ROOT, cli
 
 SPACE = """input: {resolution: 32, channels: 3, classes: 10}

@@ -26,8 +26,8 @@ import torch
 from resnas._config import Backend, SearchConfig
 from resnas._errors import ConfigError
 from resnas.cli import message
-
-from tests._e2e import BIN, ROOT, SPACE, cli as _cli, rows, trained
+from tests._e2e import BIN, ROOT, SPACE, rows, trained
+from tests._e2e import cli as _cli
 
 # A few hundred real images, one epoch, quarter-width proxy: seconds per candidate on 2 cores.
 SMALL = ["--space", SPACE, "--budget", "100M", "--epochs", "1", "--train-samples", "200", "--val-samples", "100",

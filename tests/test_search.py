@@ -6,8 +6,8 @@ import json
 import signal
 import socket
 import sqlite3
-import threading
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,9 +19,9 @@ import yaml
 import resnas
 from resnas._config import SearchConfig
 from resnas._errors import ConfigError
-from resnas._lifecycle import check_budget_is_feasible, screen
+from resnas._lifecycle import check_budget_is_feasible
+from resnas._proposals import screen
 from resnas._trial import TrialRecord
-
 from tests._e2e import ROOT, SPACE, cli, rows, start, trained
 
 BUDGET = 50_000_000
@@ -229,7 +229,7 @@ def test_infeasible_budget_is_refused_before_training() -> None:
 def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[str]) -> None:
     import yaml
 
-    from resnas._lifecycle import Openings
+    from resnas._proposals import Openings
     from resnas._study import Study
 
     raw = yaml.safe_load(Path(SPACE).read_text())
@@ -263,7 +263,7 @@ def test_a_new_study_is_queued_one_fitting_arch_per_shortcut_kind(kinds: list[st
 
 
 def test_where_no_classic_fits_each_family_s_cheapest_is_scaled_down_to_fit() -> None:
-    from resnas._lifecycle import Openings
+    from resnas._proposals import Openings
     from resnas._study import Study
 
     space = resnas.SearchSpace.from_yaml(SPACE)
@@ -288,7 +288,7 @@ def test_where_no_classic_fits_each_family_s_cheapest_is_scaled_down_to_fit() ->
 
 
 def test_a_new_study_trains_the_classics_that_fit_first_then_the_kinds_they_leave_out() -> None:
-    from resnas._lifecycle import Openings
+    from resnas._proposals import Openings
     from resnas._study import Study
 
     space = resnas.SearchSpace.from_yaml(SPACE)
@@ -447,7 +447,7 @@ def test_no_architecture_is_trained_twice(tmp_path: Path, backend: Backend) -> N
 
 
 def test_a_proposal_equal_to_a_trained_or_started_trial_has_a_twin() -> None:
-    from resnas._lifecycle import screen
+    from resnas._proposals import screen
     from resnas._study import Study, record_screen, record_start
 
     space = resnas.SearchSpace.from_yaml(SPACE)

@@ -143,7 +143,7 @@ def test_micro_batches_add_up_to_the_whole_batchs_update(small_synthetic: DataSp
 
 
 def test_a_candidate_out_of_gpu_memory_is_retried_in_micro_batches() -> None:
-    from resnas._lifecycle import TrialJob, train_trial
+    from resnas._candidate import TrialJob, train_trial
     from resnas._trial import TrialState
 
     data = load_data("synthetic", train_samples=128, val_samples=64, seed=0, resolution=32)

@@ -17,18 +17,8 @@ import torch
 import resnas
 from resnas._runfolder import RunFolder
 from resnas._trial import TrialRecord
-from resnas._verify import (
-    Network,
-    NetworkKind,
-    Pick,
-    UnitResult,
-    contenders,
-    default_recipe,
-    kendall_tau,
-    paired_interval,
-    remaining,
-    summarize,
-)
+from resnas._verdict import Network, NetworkKind, Pick, UnitResult, kendall_tau, paired_interval, summarize
+from resnas._verify import contenders, default_recipe, remaining
 from tests._e2e import SPACE, cli, start
 from tests._marks import needs_fashion
 

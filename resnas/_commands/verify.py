@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from resnas._config import DeviceName
 from resnas._errors import ConfigError, StorageError
-from resnas._verify import MARGIN, Pick
+from resnas._verdict import MARGIN, Pick
 
 if TYPE_CHECKING:
-    from resnas._verify import Recipe, Score, Summary, UnitResult
+    from resnas._verdict import Score, Summary, UnitResult
+    from resnas._verify import Recipe
 
 
 def _baselines(text: str | None) -> tuple[str, ...] | None:
