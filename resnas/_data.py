@@ -150,14 +150,8 @@ def load_data(
     cache in `cache_dir` (default: $XDG_CACHE_HOME/resnas/data), or mapped from there if it was before.
     `decode` (path, resolution) -> 3 x res x res uint8 replaces the decoder: a test hook.
     """
-    try:
-        dataset = Dataset(name)
-    except ValueError:
-        choices = ", ".join(d.value for d in Dataset)
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {choices}", field="dataset") from None
-    if resolution is not None and resolution < 4:
-        raise ConfigError(f"resolution must be at least 4 pixels, got {resolution}")
-    source = _Source.open(dataset, root, None, resolution, _Store.of(cache_dir, workers, decode))
+    source = _Source.open(name, root, None, resolution, _Store.of(cache_dir, workers, decode))
+    dataset = source.dataset
     n = len(source.train.y)
     n_val = max(1, n // 10) if val_samples is None else val_samples
     n_train = n - n_val if train_samples is None else train_samples
@@ -192,9 +186,8 @@ def load_verification(
 
     `cache_dir`, `workers` and `decode` as for `load_data`.
     """
-    dataset = Dataset(name)
-    store = _Store.of(cache_dir, workers, decode)
-    source = _Source.open(dataset, root, test_root, resolution, store, test=True)
+    source = _Source.open(name, root, test_root, resolution, _Store.of(cache_dir, workers, decode), test=True)
+    dataset = source.dataset
     full, test = source.train, source.test
     assert test is not None  # opened with test=True
     n = len(full.y)
@@ -232,9 +225,17 @@ class _Source:
     store: _Store
 
     @classmethod
-    def open(cls, dataset: Dataset, root: str | None, test_root: str | None, resolution: int | None,
+    def open(cls, name: Dataset | str, root: str | None, test_root: str | None, resolution: int | None,
              store: _Store, *, test: bool = False) -> _Source:
-        """The named folders checked, then the training set (and the test set if `test`) read or found."""
+        """The name, resolution and folders checked, then the training set (and the test set if `test`) read
+        or found."""
+        try:
+            dataset = Dataset(name)
+        except ValueError:
+            choices = ", ".join(d.value for d in Dataset)
+            raise ConfigError(f"unknown dataset {name!r}; choose one of {choices}", field="dataset") from None
+        if resolution is not None and resolution < 4:
+            raise ConfigError(f"resolution must be at least 4 pixels, got {resolution}")
         _check_root(root, "data_root")
         _check_root(test_root, "test_root")
         spec = DATASETS[dataset]
