@@ -1,4 +1,4 @@
-"""The search's Optuna study: the only reader and writer of what a trial stores, and every Optuna-internal access.
+"""The search's Optuna study: the only reader and writer of what a trial stores, through Optuna's public API.
 
 A trial's resnas record lives in its user attributes under the keys of `_Key`; nothing else reads or writes
 them. Only Optuna's public API is used: a trial cut off by a dead process is marked through a study attribute

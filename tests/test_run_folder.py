@@ -235,3 +235,28 @@ def test_export_refuses_when_the_best_trials_weights_are_gone(tmp_path: Path) ->
     res = cli("export", str(out), "--out", str(tmp_path / "export"))
     _one_line_exit_2(res, f"the best trial, {best['number']}, has no weights file", "--trial N")
     assert not list((tmp_path / "export").glob("trial_*"))
+
+
+def test_trials_csv_reads_back_as_the_records_written_and_a_damaged_row_is_named(tmp_path: Path) -> None:
+    import pytest
+
+    import resnas
+    from resnas._errors import StorageError
+    from resnas._runfolder import RunFolder
+    from resnas._trial import TrialRecord, TrialState
+
+    arch = resnas.zoo.get("resnet20").to_dict()
+    wanted = [
+        TrialRecord(0, TrialState.COMPLETE, "resnet20", 0.8125, 41_218_688, 272_474, 40_000_000, 0.4122, 12.5, 2,
+                    10_000_000, 1234.5, "host", "", "classic", json.loads(json.dumps(arch)), None),
+        TrialRecord(1, TrialState.OVER_BUDGET, "", None, 900_000_000, None, None, 9.0, None, 0, None, None, "",
+                    "", "sampler", None),
+    ]
+    folder = RunFolder(tmp_path)
+    folder.write_trials(wanted)
+    assert folder.read_trials() == wanted  # every column typed as written (floats at trials.csv's rounding)
+    text = (tmp_path / "trials.csv").read_text()
+    (tmp_path / "trials.csv").write_text(text.replace("41218688", "41.2M"))
+    with pytest.raises(StorageError, match="trial 0 is damaged"):
+        folder.read_trials()
+    assert folder.finished_trials() == 1  # still counted: a damaged file must not be overwritten as empty
