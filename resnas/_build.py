@@ -90,7 +90,8 @@ def _dense_stages(arch: Arch, probs: list[float]) -> tuple[list[Row], int]:
         rows.append((DenseStage, dict(
             block=layer, cin=channels, transition=transition, growth=growth,
             bottleneck_size=arch.bottleneck_size, bottleneck=arch.block is Block.BOTTLENECK,
-            groups=arch.cardinality, pre=arch.order is Order.PRE, dropout=arch.dropout, survival_probs=tuple(probs[:spec.depth]))))
+            groups=arch.cardinality, pre=arch.order is Order.PRE, dropout=arch.dropout,
+            survival_probs=tuple(probs[:spec.depth]))))
         channels = (transition[0] if transition else channels) + spec.depth * growth
         probs = probs[spec.depth:]
     return rows, channels

@@ -11,7 +11,6 @@ from resnas._arch import Arch
 from resnas._trial import TrialState
 
 if TYPE_CHECKING:
-
     from resnas._data import DataSplits
     from resnas._train import Fault
 

@@ -29,7 +29,6 @@ from resnas._preprocess import Preprocess
 _SOURCES: tuple[ModuleType, ...] = (_blocks, _preprocess)
 
 # model.py's docstring says this: an export folder holding a model.py without it is not resnas's.
-# model.py's docstring says this: an export folder holding a model.py without it is not resnas's.
 OURS = "Standalone: needs PyTorch only."
 _HEADER = '''\
 """{title}

@@ -19,7 +19,6 @@ from resnas._study import (
 from resnas._trial import NEAR_BEST
 
 if TYPE_CHECKING:
-
     from resnas._space import SearchSpace
 
 STRATIFY_DRAWS = 400  # per kind: half uniform, then ever closer to the cheapest
